@@ -1,0 +1,40 @@
+# pocketlm — the commands a user types. Everything installs itself into .venv on first use.
+PY ?= python3
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+DATA ?= ../shared/data
+MODEL ?= sql-autocomplete
+VARIANT ?=
+LIMIT ?=
+export PYTHONPATH := $(CURDIR)/pysrc:$(CURDIR)
+
+.PHONY: demo test export eval setup clean-venv
+
+$(VENV)/.installed: requirements.txt
+	$(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(PYTHON) -m pytest -q
+
+# Train + export one model into web/models/$(MODEL)/ (resumes from runs/$(MODEL)/ if interrupted).
+export: setup
+	$(PYTHON) -m export $(MODEL) --data $(DATA)
+
+# Evaluate on the held-out validation databases of the export's split (runs/ is written by export).
+eval: setup
+	@test -f runs/$(MODEL)/val.jsonl || $(PYTHON) -m export $(MODEL) --data $(DATA)
+	$(PYTHON) -m pocketlm eval sql --model web/models/$(MODEL) --data runs/$(MODEL)/val.jsonl \
+		--train $(DATA)/sql/train.jsonl $(if $(VARIANT),--variant $(VARIANT)) $(if $(LIMIT),--limit $(LIMIT))
+
+demo: setup
+	@test -f web/models/sql-autocomplete/manifest.json || $(PYTHON) -m export sql-autocomplete --data $(DATA)
+	@echo "SQL completion of 'SELECT name FROM' for a small schema, run natively:"
+	@$(PYTHON) -m pocketlm complete --model web/models/sql-autocomplete --schema docs/example-schema.txt "SELECT name FROM"
+	@echo "The browser page is not built yet (issue 3); the model folder is web/models/sql-autocomplete/."
+
+clean-venv:
+	rm -rf $(VENV)

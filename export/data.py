@@ -1,0 +1,130 @@
+"""Training data for sql-autocomplete: read, split by database, and pack into training groups.
+
+Spider's databases are disjoint across its splits, so ours are too: the validation split holds
+out whole databases (chosen by a seeded shuffle of the database ids), and the model is judged on
+schemas it never saw.
+
+Packing: a training group is one schema followed by several queries of that database. Each query
+token sees the schema and its own query only (a block mask) and its positions continue from the
+schema's, so the model computes exactly what it would for `<bos> schema sep query <eos>` on its
+own, while the schema is processed once per group instead of once per query.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from pocketlm.tasks.sql import SEPARATOR, compact_schema
+
+
+class DataError(ValueError):
+    """Training data that cannot be used; the message names the file and line."""
+
+
+def read_sql_rows(path: str) -> list[dict]:
+    """Rows {"db_id", "schema", "sql"} from a JSON-lines file; duplicates (same db and sql) dropped."""
+    rows, seen = [], set()
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"cannot read training data {path!r}: {e.strerror}; set DATA= to the data folder") from None
+    with f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            for key in ("db_id", "schema", "sql"):
+                if not isinstance(row.get(key), str):
+                    raise DataError(f"{path}:{n}: field {key!r} must be a string")
+            key = (row["db_id"], row["sql"])
+            if key not in seen:
+                seen.add(key)
+                rows.append({"db_id": row["db_id"], "schema": row["schema"], "sql": row["sql"]})
+    if not rows:
+        raise DataError(f"{path} holds no rows")
+    return rows
+
+
+def split_by_database(rows: list[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict], list[str]]:
+    """(train rows, validation rows, validation db ids): whole databases go to validation.
+
+    >>> rows = [{"db_id": d, "schema": "", "sql": str(i)} for i, d in enumerate("aabbccddee")]
+    >>> train, val, dbs = split_by_database(rows, 0.2, seed=0)
+    >>> len(val), len(dbs), set(r["db_id"] for r in train) & set(dbs)
+    (2, 1, set())
+    """
+    dbs = sorted({r["db_id"] for r in rows})
+    random.Random(seed).shuffle(dbs)
+    n_val = max(1, round(len(dbs) * val_fraction)) if len(dbs) > 1 else 0
+    val_dbs = sorted(dbs[:n_val])
+    held = set(val_dbs)
+    return [r for r in rows if r["db_id"] not in held], [r for r in rows if r["db_id"] in held], val_dbs
+
+
+@dataclass
+class Group:
+    """One packed training sequence: a schema and the queries that follow it."""
+
+    ids: list[int]  # [T] token ids: <bos> schema | sep q1 <eos> | sep q2 <eos> | ...
+    positions: list[int]  # [T] position of each token as in an unpacked example
+    segment: list[int]  # [T] 0 for the schema part, j >= 1 for query j (with its separator)
+    targets: list[int]  # [T] next token within the same example, or -100 (no loss)
+
+
+def encode_databases(tokenizer, rows: list[dict]) -> "OrderedDict[str, tuple[str, list[list[int]]]]":
+    """db_id -> (schema text, [query ids + <eos> handled later]), in first-seen order."""
+    out: OrderedDict[str, tuple[str, list[list[int]]]] = OrderedDict()
+    for r in rows:
+        schema, queries = out.setdefault(r["db_id"], (r["schema"], []))
+        queries.append(tokenizer.encode(r["sql"]))
+    return out
+
+
+def shuffled_schema(schema: str, rng: random.Random) -> str:
+    """Augmentation: the same tables in another order (the model must find identifiers anywhere).
+
+    >>> shuffled_schema("a(x)\\nb(y)\\nc(z)", random.Random(1)).count("\\n")
+    2
+    """
+    lines = compact_schema(schema).split("\n")
+    rng.shuffle(lines)
+    return "\n".join(lines)
+
+
+def make_groups(
+    tokenizer, databases, *, bos_id: int, eos_id: int, max_seq_len: int, group_tokens: int, rng: random.Random,
+    shuffle_tables: float = 0.5,
+) -> list[Group]:
+    """Pack each database's queries (shuffled) behind its schema into groups of <= group_tokens tokens.
+
+    Every segment is `sep query <eos>`, so each query has its own separator and the separator's
+    last token is trained to predict the query's first token, exactly as in an unpacked example.
+    """
+    sep = tokenizer.encode(SEPARATOR)
+    groups: list[Group] = []
+    for schema, queries in databases.values():
+        order = list(range(len(queries)))
+        rng.shuffle(order)
+        text = shuffled_schema(schema, rng) if rng.random() < shuffle_tables else compact_schema(schema)
+        head = [bos_id] + tokenizer.encode(text)
+        keep_for_query = 48  # leave room for at least this many query tokens after a long schema
+        if len(head) > max_seq_len - keep_for_query:  # keep the most recent schema tokens (the prompt policy)
+            head = [bos_id] + head[len(head) - (max_seq_len - keep_for_query) + 1 :]
+        group = None
+        for j in order:
+            seg = (sep + queries[j])[: max_seq_len - len(head) - 1] + [eos_id]
+            if group is None or len(group.ids) + len(seg) > group_tokens:
+                group = Group(list(head), list(range(len(head))), [0] * len(head), [-100] * len(head))
+                groups.append(group)
+            seg_id = group.segment[-1] + 1
+            group.ids += seg
+            group.positions += list(range(len(head), len(head) + len(seg)))
+            group.segment += [seg_id] * len(seg)
+            group.targets += seg[1:] + [-100]
+    return groups

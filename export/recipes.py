@@ -1,0 +1,67 @@
+"""Recipes: what `make export MODEL=<name>` builds — data, tokenizer size, architecture, training.
+
+The release sizes were chosen by measurement on this 2-core machine (see README, "Models"):
+a release model trains in well under 15 minutes; `--quick` shrinks everything so a whole
+export runs in seconds (tests use it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from export.train import TrainConfig
+from pocketlm.manifest import Architecture
+from pocketlm.tasks import sql
+
+
+class RecipeError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    task: str  # the pocketlm task module that formats prompts ("sql")
+    data_file: str  # training data, relative to DATA (../shared/data by default)
+    vocab_size: int  # BPE vocabulary including the 3 special tokens
+    arch: Architecture
+    train: TrainConfig
+    val_fraction: float = 0.1  # share of databases held out for validation
+    split_seed: int = 0
+    prompt: dict = field(default_factory=dict)
+    sampling: dict = field(default_factory=dict)
+
+
+RECIPES = {
+    "sql-autocomplete": Recipe(
+        name="sql-autocomplete",
+        task="sql",
+        data_file="sql/train.jsonl",
+        vocab_size=2048,
+        arch=Architecture(vocab_size=2048, dim=256, n_layers=4, n_heads=8, n_kv_heads=8, hidden_dim=768,
+                          max_seq_len=512),
+        train=TrainConfig(steps=400, batch_tokens=8192, group_tokens=1024, lr=3e-3, warmup=40, ckpt_every=50,
+                          eval_every=100),
+        prompt={"format": sql.FORMAT, "separator": sql.SEPARATOR, "stop": list(sql.STOP_STRINGS),
+                "heal_last_pretoken": True},
+        sampling={"max_new_tokens": 16, "temperature": 0.0, "stop": list(sql.STOP_STRINGS)},
+    ),
+}
+
+
+def get_recipe(name: str, quick: bool = False) -> Recipe:
+    if name not in RECIPES:
+        raise RecipeError(f"unknown model {name!r}; known recipes: {', '.join(sorted(RECIPES))}")
+    recipe = RECIPES[name]
+    return quick_variant(recipe) if quick else recipe
+
+
+def quick_variant(recipe: Recipe) -> Recipe:
+    """A few-seconds version for tests: tiny vocabulary, tiny model, a handful of steps."""
+    vocab = 320
+    arch = dataclasses.replace(recipe.arch, vocab_size=vocab, dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                               hidden_dim=128, max_seq_len=256)
+    train = dataclasses.replace(recipe.train, steps=30, batch_tokens=2048, group_tokens=512, lr=3e-3, warmup=5,
+                                ckpt_every=10, eval_every=15)
+    return dataclasses.replace(recipe, vocab_size=vocab, arch=arch, train=train)

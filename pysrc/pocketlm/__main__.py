@@ -1,0 +1,120 @@
+"""Command line: `python -m pocketlm complete ...` and `python -m pocketlm eval sql ...`.
+
+Errors are one line on stderr (exit status 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+
+
+def _load(model_dir: str, variant: str | None, threads: int):
+    from .manifest import ManifestError
+    from .native import NativeModel
+    from .tokenizer import Tokenizer
+
+    model = NativeModel(model_dir, variant=variant, threads=threads)
+    tokenizer = Tokenizer.from_file(os.path.join(model_dir, model.manifest.tokenizer.file))
+    if tokenizer.vocab_size != model.manifest.tokenizer.vocab_size:
+        raise ManifestError(
+            f"tokenizer.json has {tokenizer.vocab_size} tokens, the manifest says {model.manifest.tokenizer.vocab_size}"
+        )
+    return model, tokenizer
+
+
+def cmd_complete(args) -> int:
+    from .completer import SqlCompleter
+
+    model, tokenizer = _load(args.model, args.variant, args.threads)
+    schema = ""
+    if args.schema:
+        try:
+            with open(args.schema, encoding="utf-8") as f:
+                schema = f.read()
+        except OSError as e:
+            raise ValueError(f"cannot read schema file {args.schema!r}: {e.strerror}") from None
+    completer = SqlCompleter(model.manifest, tokenizer, model)
+    options = completer.options(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
+    )
+    result = asyncio.run(completer.complete(schema, args.prefix, options))
+    if args.json:
+        print(json.dumps({"text": result.text, "token_ids": result.token_ids, "stop_reason": result.stop_reason,
+                          "stats": result.stats}))
+    else:
+        print(result.text)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evals import sql as sql_eval
+
+    model, tokenizer = _load(args.model, args.variant, args.threads)
+    rows = sql_eval.read_rows(args.data, args.limit)
+    if not rows:
+        raise ValueError(f"{args.data} holds no rows")
+    training = model.manifest.training
+    if not args.train:
+        raise ValueError("the n-gram baseline needs the training data: pass --train FILE.jsonl "
+                         f"(the model was trained on {training.get('data', 'an unrecorded file')})")
+    held_out = set(training.get("val_dbs", []))
+    train_rows = [r for r in sql_eval.read_rows(args.train) if r.get("db_id") not in held_out]
+    progress = None if args.quiet else sql_eval.print_progress
+    report = sql_eval.evaluate(model, tokenizer, rows, train_rows, progress=progress)
+    report["variant"] = args.variant or model.manifest.default_variant
+    print(json.dumps(report))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pocketlm", description="pocketlm: tiny task models, run natively")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("complete", help="complete a SQL query prefix")
+    p.add_argument("prefix", help="the query typed so far (may be empty)")
+    p.add_argument("--model", required=True, help="model folder (holds manifest.json)")
+    p.add_argument("--variant", choices=["fp32", "int8", "q4"], default=None, help="default: the manifest's")
+    p.add_argument("--schema", help="file with the database schema, one table per line: table(col, ...)")
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--min-p", type=float, default=None)
+    p.add_argument("--repetition-penalty", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="print text, token ids, stop reason and timings as JSON")
+    p.set_defaults(func=cmd_complete)
+
+    e = sub.add_parser("eval", help="evaluate a model on a task's data")
+    e.add_argument("task", choices=["sql"])
+    e.add_argument("--model", required=True)
+    e.add_argument("--data", required=True, help="JSON lines with fields schema and sql")
+    e.add_argument("--train", help="training JSON lines for the n-gram baseline (validation databases excluded)")
+    e.add_argument("--limit", type=int, default=None)
+    e.add_argument("--variant", choices=["fp32", "int8", "q4"], default=None)
+    e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError, OSError) as e:  # ManifestError, TokenizerError, SamplingError ...
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

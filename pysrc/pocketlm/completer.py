@@ -1,0 +1,78 @@
+"""SqlCompleter: the sql-autocomplete task wired to any backend (native onnxruntime or the browser).
+
+A backend provides `new_cache()` and `async forward(token_ids, cache) -> last-position logits`;
+its cache handle has `length` and `truncate(n)`. The completer keeps the schema's KV cache
+between calls: while the user types, only the query prefix is re-run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .constraints import PrefixConstraint, TokenBytesIndex
+from .generate import GenerateResult, generate
+from .manifest import Manifest
+from .sampler import SamplingOptions
+from .tasks import sql
+from .tokenizer import Tokenizer
+
+
+class SqlCompleter:
+    def __init__(self, manifest: Manifest, tokenizer: Tokenizer, backend: Any):
+        if manifest.prompt.get("format") != sql.FORMAT:
+            raise ValueError(
+                f"model {manifest.name!r} uses prompt format {manifest.prompt.get('format')!r}, "
+                f"not {sql.FORMAT!r}: it is not a sql-autocomplete model"
+            )
+        self.manifest, self.tokenizer, self.backend = manifest, tokenizer, backend
+        self.index = TokenBytesIndex([tokenizer.token_bytes(i) for i in range(tokenizer.vocab_size)])
+        self._cache = backend.new_cache()
+        self._cached_ids: list[int] = []  # what self._cache holds, position by position
+
+    def options(self, **overrides) -> SamplingOptions:
+        """The manifest's sampling defaults, with overrides (None = keep the default)."""
+        return SamplingOptions.from_dict(self.manifest.sampling, **overrides)
+
+    async def complete(
+        self,
+        schema: str,
+        prefix: str,
+        options: SamplingOptions | None = None,
+        on_token: Callable[[int, str], Any] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> GenerateResult:
+        """Complete the SQL `prefix` for `schema`; result.text is what to append to the prefix."""
+        options = options or self.options()
+        arch, tok = self.manifest.architecture, self.manifest.tokenizer
+        prompt = sql.build_prompt(
+            self.tokenizer, schema, prefix, bos_id=tok.bos_id, max_seq_len=arch.max_seq_len,
+            reserve=min(options.max_new_tokens, arch.max_seq_len // 2),
+        )
+        ids = prompt.ids
+        keep = _common_prefix(self._cached_ids, ids)
+        keep = min(keep, len(ids) - 1)  # feed at least one token to get logits
+        self._cache.truncate(keep)
+        self._cached_ids = list(ids)
+        constraint = PrefixConstraint(self.index, prompt.heal) if prompt.heal else None
+        result = await generate(
+            self.backend.forward, self._cache, ids[keep:], options, eos_id=tok.eos_id,
+            decode_bytes=self.tokenizer.decode_bytes, start_pos=keep, max_seq_len=arch.max_seq_len,
+            constraint=constraint, skip_bytes=prompt.heal, on_token=on_token, cancelled=cancelled,
+        )
+        # the cache holds every token fed: the prompt, then each generated token but the last
+        self._cached_ids = (ids + result.token_ids)[: self._cache.length]
+        result.stats["truncated_tokens"] = prompt.truncated
+        result.stats["reused_tokens"] = keep
+        return result
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """>>> _common_prefix([1, 2, 3], [1, 2, 4, 5])
+    2
+    """
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

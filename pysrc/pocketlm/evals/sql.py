@@ -1,0 +1,228 @@
+"""`pocketlm eval sql`: next-token accuracy and keystroke savings, for the model and an n-gram baseline.
+
+next_token_acc: teacher-forced top-1 over the SQL tokens and the closing <eos> of each row.
+
+ksr (keystroke savings rate): a simulated user types each query left to right. At every position
+the model offers its greedy completion (up to 16 tokens, healed as in the product, stopping at the
+stop rule). The user accepts, with one keystroke, the longest prefix of the suggestion that equals
+the text still to type and ends at a word boundary, if it is at least 2 characters; otherwise types
+one character. ksr = 1 - keystrokes / characters.
+
+The model's run is native (CPython + onnxruntime). Greedy decoding stops as soon as the suggestion
+stops matching the text still to type: nothing after that point can be accepted, so the figures are
+those of the full 16-token suggestion, computed with fewer forward passes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Callable, Iterable
+
+from ..constraints import PrefixConstraint, TokenBytesIndex
+from ..ngram import NgramModel
+from ..tasks import sql
+
+SUGGESTION_TOKENS = 16
+MIN_ACCEPT = 2
+
+
+def is_word_char(c: str) -> bool:
+    return c.isalnum() or c == "_"
+
+
+def accepted_length(suggestion: str, remaining: str) -> int:
+    """Characters the simulated user accepts from `suggestion` when `remaining` is still to type.
+
+    >>> accepted_length(" name FROM head", " name FROM heads")   # 'head' would split the word 'heads'
+    10
+    >>> accepted_length("x", "x y"), accepted_length("ab", "abc")
+    (0, 0)
+    """
+    n = 0
+    limit = min(len(suggestion), len(remaining))
+    while n < limit and suggestion[n] == remaining[n]:
+        n += 1
+    for k in range(n, MIN_ACCEPT - 1, -1):  # longest prefix ending at a word boundary
+        if k == len(remaining) or not (is_word_char(remaining[k - 1]) and is_word_char(remaining[k])):
+            return k
+    return 0
+
+
+def simulate_typing(query: str, suggest: Callable[[str], str]) -> int:
+    """Keystrokes the simulated user needs to type `query`, given suggest(prefix) -> completion."""
+    typed, keystrokes = 0, 0
+    while typed < len(query):
+        take = accepted_length(suggest(query[:typed]), query[typed:]) if typed < len(query) else 0
+        typed += take if take else 1
+        keystrokes += 1
+    return keystrokes
+
+
+def cut_at_stop(text: str) -> str:
+    cuts = [i for i in (text.find(s) for s in sql.STOP_STRINGS) if i >= 0]
+    return text[: min(cuts)] if cuts else text
+
+
+class NativeSuggester:
+    """Greedy, healed suggestions from a NativeModel, reusing the schema's and prefix's KV cache."""
+
+    def __init__(self, model, tokenizer, schema: str):
+        import numpy as np  # CPython only: this eval runs natively
+
+        self.np, self.model, self.tokenizer = np, model, tokenizer
+        self.manifest = model.manifest
+        self.index = TokenBytesIndex([tokenizer.token_bytes(i) for i in range(tokenizer.vocab_size)])
+        self.schema = schema
+        self.cache = model.new_cache()
+        self.cached: list[int] = []
+        self.last_logits = None
+
+    def _feed(self, ids: list[int]):
+        """Logits after `ids`, re-running only what differs from the cache."""
+        keep = 0
+        for a, b in zip(self.cached, ids):
+            if a != b:
+                break
+            keep += 1
+        keep = min(keep, len(ids) - 1)
+        self.cache.truncate(keep)
+        logits = self.model.forward_all(ids[keep:], self.cache)[-1]
+        self.cached = list(ids)
+        return logits
+
+    def __call__(self, prefix: str, target: str) -> str:
+        tok, arch = self.manifest.tokenizer, self.manifest.architecture
+        prompt = sql.build_prompt(self.tokenizer, self.schema, prefix, bos_id=tok.bos_id,
+                                  max_seq_len=arch.max_seq_len, reserve=SUGGESTION_TOKENS)
+        ids = prompt.ids
+        goal = prompt.heal + target.encode("utf-8")
+        constraint = PrefixConstraint(self.index, prompt.heal)
+        produced = b""
+        logits = self._feed(ids)
+        for step in range(SUGGESTION_TOKENS):
+            allowed = constraint.allowed()
+            if allowed is None:
+                token = int(self.np.argmax(logits))
+            else:
+                if not allowed:
+                    break
+                token = allowed[int(self.np.argmax(logits[allowed]))]
+            if token == tok.eos_id:
+                break
+            constraint.advance(token)
+            produced += self.tokenizer.token_bytes(token)
+            common = min(len(produced), len(goal))
+            if produced[:common] != goal[:common] or step == SUGGESTION_TOKENS - 1:
+                break  # diverged: no later token can be accepted
+            if len(ids) + 1 >= arch.max_seq_len:
+                break
+            ids = ids + [token]
+            logits = self._feed(ids)
+        text = produced[len(prompt.heal):].decode("utf-8", errors="replace") if produced.startswith(prompt.heal) else ""
+        return cut_at_stop(text)
+
+
+class NgramSuggester:
+    def __init__(self, ngram: NgramModel, tokenizer, index: TokenBytesIndex, eos_id: int):
+        self.ngram, self.tokenizer, self.index, self.eos_id = ngram, tokenizer, index, eos_id
+
+    def __call__(self, prefix: str, target: str) -> str:
+        context, heal = sql.split_heal(self.tokenizer, prefix)
+        ids = self.tokenizer.encode(context)
+        heal_bytes = heal.encode("utf-8")
+        constraint = PrefixConstraint(self.index, heal_bytes)
+        goal, produced = heal_bytes + target.encode("utf-8"), b""
+        for _ in range(SUGGESTION_TOKENS):
+            allowed = constraint.allowed()
+            token = self.ngram.predict(ids, None if allowed is None else set(allowed))
+            if token is None or token == self.eos_id:
+                break
+            constraint.advance(token)
+            produced += self.tokenizer.token_bytes(token)
+            ids.append(token)
+            common = min(len(produced), len(goal))
+            if produced[:common] != goal[:common]:
+                break
+        text = produced[len(heal_bytes):].decode("utf-8", errors="replace") if produced.startswith(heal_bytes) else ""
+        return cut_at_stop(text)
+
+
+def evaluate(model, tokenizer, rows: list[dict], train_rows: Iterable[dict], progress=None) -> dict:
+    """All figures for `rows` ({"schema", "sql"}); `model` is a pocketlm.native.NativeModel."""
+    import numpy as np
+
+    manifest = model.manifest
+    tok = manifest.tokenizer
+    ngram = NgramModel()
+    ngram.fit(tokenizer.encode(r["sql"]) + [tok.eos_id] for r in train_rows)
+    index = TokenBytesIndex([tokenizer.token_bytes(i) for i in range(tokenizer.vocab_size)])
+    ngram_suggest = NgramSuggester(ngram, tokenizer, index, tok.eos_id)
+    hits = ngram_hits = targets = chars = keys = ngram_keys = 0
+    for n, row in enumerate(rows):
+        schema, query = row["schema"], row["sql"]
+        # teacher-forced next-token accuracy over the SQL tokens and <eos>
+        head = [tok.bos_id] + tokenizer.encode(sql.compact_schema(schema)) + tokenizer.encode(sql.SEPARATOR)
+        body = tokenizer.encode(query) + [tok.eos_id]
+        ids = (head + body)[: manifest.architecture.max_seq_len]
+        n_targets = len(ids) - len(head)
+        if n_targets > 0:
+            cache = model.new_cache()
+            logits = model.forward_all(ids, cache)  # [S, vocab]
+            predicted = np.argmax(logits[len(head) - 1 : len(ids) - 1], axis=-1)
+            hits += int((predicted == np.array(ids[len(head):])).sum())
+            for i in range(n_targets):
+                context = body[:i]
+                ngram_hits += int(ngram.predict(context) == body[i])
+            targets += n_targets
+        # keystroke savings
+        suggester = NativeSuggester(model, tokenizer, schema)
+        keys += simulate_typing(query, lambda p: suggester(p, query[len(p):]))
+        ngram_keys += simulate_typing(query, lambda p: ngram_suggest(p, query[len(p):]))
+        chars += len(query)
+        if progress is not None:
+            progress(n + 1, len(rows))
+    return {
+        "n": len(rows),
+        "next_token_acc": round(hits / max(targets, 1), 4),
+        "ksr": round(1 - keys / max(chars, 1), 4),
+        "ngram_next_token_acc": round(ngram_hits / max(targets, 1), 4),
+        "ngram_ksr": round(1 - ngram_keys / max(chars, 1), 4),
+        "tokens": targets,
+        "characters": chars,
+        "keystrokes": keys,
+        "ngram_keystrokes": ngram_keys,
+        "model": manifest.name,
+    }
+
+
+def read_rows(path: str, limit: int | None = None) -> list[dict]:
+    """Rows with string fields "schema" and "sql" (others ignored); a clear error names the bad line."""
+    rows = []
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as e:
+        raise ValueError(f"cannot read {path!r}: {e.strerror}") from None
+    with f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("schema"), str) or not isinstance(row.get("sql"), str):
+                raise ValueError(f"{path}:{n}: each row needs string fields \"schema\" and \"sql\"")
+            rows.append(row)
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
+
+
+def print_progress(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\reval [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()

@@ -1,0 +1,242 @@
+"""manifest.json: the one definition of a pocketlm model folder.
+
+A model folder holds manifest.json, tokenizer.json and one ONNX file per variant.
+The exporter writes it with `Manifest.to_json()`, the CLI, the evals and the browser
+read it with `load_manifest()`, which validates everything it can before any
+inference starts, and raises `ManifestError` naming what was wrong and how to fix it.
+
+Example (abridged):
+
+    {"format_version": 1, "name": "sql-autocomplete", "task": "sql",
+     "architecture": {"vocab_size": 2048, "dim": 256, ...},
+     "tokenizer": {"file": "tokenizer.json", "sha256": "…", "vocab_size": 2048,
+                   "bos_id": 1, "eos_id": 2, "pad_id": 0},
+     "graph": {...the decode-graph contract, see GraphContract...},
+     "variants": {"fp32": {"file": "model.onnx", "sha256": "…", "bytes": 123,
+                           "quantization": "none"}, ...},
+     "default_variant": "fp32", "prompt": {...}, "sampling": {...}, "training": {...}}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+
+
+class ManifestError(ValueError):
+    """A model folder or manifest that cannot be used; the message says why and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Llama-style decoder: RMSNorm, rotary positions (rotate-half), SwiGLU MLP, tied embeddings."""
+
+    vocab_size: int = 2048  # tokenizer size, including special tokens
+    dim: int = 256  # residual stream width
+    n_layers: int = 4
+    n_heads: int = 8  # query heads; head_dim = dim // n_heads
+    n_kv_heads: int = 8  # key/value heads (n_heads % n_kv_heads == 0: grouped-query attention)
+    hidden_dim: int = 768  # SwiGLU inner width
+    max_seq_len: int = 512  # context length: positions 0 .. max_seq_len-1
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = True  # lm head = token embedding matrix (transposed)
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "max_seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ManifestError(f"architecture.{name} must be a positive integer, got {value!r}")
+        if self.dim % self.n_heads:
+            raise ManifestError(f"architecture.dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+        if self.n_heads % self.n_kv_heads:
+            raise ManifestError(
+                f"architecture.n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads})"
+            )
+        if self.head_dim % 2:
+            raise ManifestError(f"architecture head_dim ({self.head_dim}) must be even for rotary embeddings")
+
+
+@dataclass(frozen=True)
+class GraphContract:
+    """Names and layout of the decode graph's inputs and outputs (`{i}` is the layer index).
+
+    Inputs:  input_ids int64 [1, S]; position_ids int64 [1, S];
+             past.{i}.key / past.{i}.value float32 [P, n_kv_heads, head_dim] — the first P
+             positions of the caller's cache (position-major, so appending is a flat copy).
+    Outputs: logits float32 [1, S, vocab] (every position: the last one for decoding, all for evals);
+             new.{i}.key / new.{i}.value float32 [S, n_kv_heads, head_dim] — only the S new rows,
+             which the caller appends to its own preallocated cache.
+    """
+
+    input_ids: str = "input_ids"
+    position_ids: str = "position_ids"
+    past_key: str = "past.{i}.key"
+    past_value: str = "past.{i}.value"
+    logits: str = "logits"
+    new_key: str = "new.{i}.key"
+    new_value: str = "new.{i}.value"
+    cache_layout: str = "position-major [P, n_kv_heads, head_dim]"
+    logits_positions: str = "all"
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    file: str
+    sha256: str
+    vocab_size: int
+    bos_id: int
+    eos_id: int
+    pad_id: int
+
+
+@dataclass(frozen=True)
+class Variant:
+    file: str
+    sha256: str
+    bytes: int
+    quantization: str  # "none" | "int8-dynamic" | "q4-matmulnbits-block32" ...
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    task: str
+    architecture: Architecture
+    tokenizer: TokenizerInfo
+    variants: dict[str, Variant]
+    default_variant: str
+    graph: GraphContract = field(default_factory=GraphContract)
+    prompt: dict[str, Any] = field(default_factory=dict)  # task prompt format, see pocketlm.tasks
+    sampling: dict[str, Any] = field(default_factory=dict)  # default sampling options
+    training: dict[str, Any] = field(default_factory=dict)  # informational: data, steps, losses
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+
+    def variant(self, name: str | None = None) -> Variant:
+        name = name or self.default_variant
+        if name not in self.variants:
+            known = ", ".join(sorted(self.variants))
+            raise ManifestError(f"model {self.name!r} has no variant {name!r}; it has: {known}")
+        return self.variants[name]
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _build(cls, data: Any, where: str):
+    """Build a frozen dataclass from a dict, rejecting unknown or missing keys by name."""
+    if not isinstance(data, dict):
+        raise ManifestError(f"{where} must be a JSON object, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ManifestError(f"{where} has unknown keys {unknown}; expected some of {sorted(names)}")
+    required = {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    missing = sorted(required - set(data))
+    if missing:
+        raise ManifestError(f"{where} is missing keys {missing}")
+    return cls(**data)
+
+
+def manifest_from_dict(data: Any) -> Manifest:
+    """Parse and check a manifest's structure (no file access)."""
+    if not isinstance(data, dict):
+        raise ManifestError("manifest.json must hold a JSON object")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ManifestError(
+            f"manifest format_version is {version!r}, this pocketlm reads version {FORMAT_VERSION}; "
+            "re-export the model with this version of pocketlm"
+        )
+    data = dict(data)
+    data["architecture"] = _build(Architecture, data.get("architecture"), "manifest.architecture")
+    data["architecture"].validate()
+    data["tokenizer"] = _build(TokenizerInfo, data.get("tokenizer"), "manifest.tokenizer")
+    data["graph"] = _build(GraphContract, data.get("graph", {}), "manifest.graph")
+    variants = data.get("variants")
+    if not isinstance(variants, dict) or not variants:
+        raise ManifestError("manifest.variants must be a non-empty object of variant name -> file")
+    data["variants"] = {k: _build(Variant, v, f"manifest.variants.{k}") for k, v in variants.items()}
+    manifest = _build(Manifest, data, "manifest")
+    _check_consistency(manifest)
+    return manifest
+
+
+def _check_consistency(m: Manifest) -> None:
+    tok, arch = m.tokenizer, m.architecture
+    if tok.vocab_size != arch.vocab_size:
+        raise ManifestError(
+            f"tokenizer.vocab_size ({tok.vocab_size}) != architecture.vocab_size ({arch.vocab_size}); "
+            "the model and tokenizer do not belong together"
+        )
+    for name in ("bos_id", "eos_id", "pad_id"):
+        value = getattr(tok, name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < tok.vocab_size:
+            raise ManifestError(f"tokenizer.{name} = {value!r} is not a token id in [0, {tok.vocab_size})")
+    if m.default_variant not in m.variants:
+        raise ManifestError(f"default_variant {m.default_variant!r} is not one of {sorted(m.variants)}")
+
+
+def load_manifest(model_dir: str, check_files: bool = True) -> Manifest:
+    """Read `model_dir/manifest.json`, validate it and (by default) every file's size and sha256.
+
+    >>> load_manifest("web/models/sql-autocomplete").variant("int8").file   # doctest: +SKIP
+    'model.int8.onnx'
+    """
+    path = os.path.join(model_dir, MANIFEST_FILE)
+    if not os.path.isfile(path):
+        raise ManifestError(f"no {MANIFEST_FILE} in {model_dir!r}: is this a pocketlm model folder?")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{path} is not valid JSON ({e}); re-export the model") from None
+    manifest = manifest_from_dict(data)
+    if check_files:
+        check_file(model_dir, manifest.tokenizer.file, manifest.tokenizer.sha256, "tokenizer")
+        for name, v in manifest.variants.items():
+            check_file(model_dir, v.file, v.sha256, f"variant {name!r}", size=v.bytes)
+    return manifest
+
+
+def check_file(model_dir: str, file: str, sha256: str, role: str, size: int | None = None) -> None:
+    """Raise ManifestError unless `model_dir/file` exists with the recorded size and sha256."""
+    if os.path.basename(file) != file or file in ("", ".", ".."):
+        raise ManifestError(f"{role} file name {file!r} must be a plain file name inside the model folder")
+    path = os.path.join(model_dir, file)
+    if not os.path.isfile(path):
+        raise ManifestError(f"{role} file {file!r} is missing from {model_dir!r}; re-export the model")
+    if size is not None and os.path.getsize(path) != size:
+        raise ManifestError(
+            f"{role} file {file!r} is {os.path.getsize(path)} bytes, the manifest says {size}: "
+            "the file is truncated or replaced; re-export the model"
+        )
+    actual = sha256_file(path)
+    if actual != sha256:
+        raise ManifestError(
+            f"{role} file {file!r} has sha256 {actual[:12]}…, the manifest says {sha256[:12]}…: "
+            "the file is corrupt or was modified; re-export the model"
+        )
