@@ -67,7 +67,9 @@ class SqlCompleter:
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
-    """>>> _common_prefix([1, 2, 3], [1, 2, 4, 5])
+    """Length of the longest common prefix.
+
+    >>> _common_prefix([1, 2, 3], [1, 2, 4, 5])
     2
     """
     n = 0

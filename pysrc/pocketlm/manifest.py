@@ -203,8 +203,7 @@ def _check_consistency(m: Manifest) -> None:
 def load_manifest(model_dir: str, check_files: bool = True) -> Manifest:
     """Read `model_dir/manifest.json`, validate it and (by default) every file's size and sha256.
 
-    >>> load_manifest("web/models/sql-autocomplete").variant("int8").file   # doctest: +SKIP
-    'model.int8.onnx'
+    For example `load_manifest("web/models/sql-autocomplete").variant("int8").file` is "model.int8.onnx".
     """
     path = os.path.join(model_dir, MANIFEST_FILE)
     if not os.path.isfile(path):

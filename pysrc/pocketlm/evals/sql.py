@@ -35,7 +35,7 @@ def accepted_length(suggestion: str, remaining: str) -> int:
     """Characters the simulated user accepts from `suggestion` when `remaining` is still to type.
 
     >>> accepted_length(" name FROM head", " name FROM heads")   # 'head' would split the word 'heads'
-    10
+    11
     >>> accepted_length("x", "x y"), accepted_length("ab", "abc")
     (0, 0)
     """

@@ -1,0 +1,182 @@
+"""The native backend: a pocketlm model folder run with onnxruntime (the CLI and the evals use it).
+
+    model = NativeModel("web/models/sql-autocomplete", variant="int8", threads=1)
+    cache = model.new_cache()
+    logits = model.forward_all(prompt_ids, cache)      # np.ndarray [S, vocab]; cache.length += S
+    next_logits = await model.forward([token], cache)  # list[float], last position only
+    cache.truncate(n)                                  # roll back to the first n positions
+
+The decode graph's contract (names, layouts) comes from the manifest (pocketlm.manifest.GraphContract):
+the caller owns the KV cache — one preallocated [max_seq_len, n_kv_heads, head_dim] buffer per layer
+for keys and one for values — passes the first P rows as `past.{i}.*` and appends the S rows the
+graph returns as `new.{i}.*`.
+
+numpy and onnxruntime are imported inside functions only: the rest of pocketlm is standard library.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+
+from .manifest import Architecture, GraphContract, Manifest, load_manifest
+
+
+class ModelLoadError(RuntimeError):
+    """A model file that onnxruntime cannot load or that does not match its manifest."""
+
+
+def _import_runtime():
+    try:
+        import numpy
+        import onnxruntime
+    except ImportError as e:
+        raise ModelLoadError(
+            f"the native backend needs numpy and onnxruntime ({e.name} is not installed); "
+            "install them with: pip install -r requirements.txt"
+        ) from None
+    return numpy, onnxruntime
+
+
+class KVCache:
+    """Preallocated keys/values per layer, each float32 [max_seq_len, n_kv_heads, head_dim].
+
+    Rows 0 .. length-1 are valid. `past(i)` gives views of those rows (no copy) to feed the graph.
+    """
+
+    def __init__(self, n_layers: int, max_seq_len: int, n_kv_heads: int, head_dim: int):
+        np, _ = _import_runtime()
+        self.max_seq_len = max_seq_len
+        self.keys = [np.zeros((max_seq_len, n_kv_heads, head_dim), np.float32) for _ in range(n_layers)]
+        self.values = [np.zeros((max_seq_len, n_kv_heads, head_dim), np.float32) for _ in range(n_layers)]
+        self._length = 0
+
+    @property
+    def length(self) -> int:
+        """Number of cached positions (the next token's position)."""
+        return self._length
+
+    def truncate(self, n: int) -> None:
+        """Roll back to the first n positions (0 <= n <= length); later rows are overwritten by appends."""
+        n = operator.index(n)
+        if not 0 <= n <= self._length:
+            raise ValueError(f"cannot truncate a cache of {self._length} positions to {n}")
+        self._length = n
+
+    def reset(self) -> None:
+        self._length = 0
+
+    def past(self, layer: int):
+        """(keys, values) views [length, n_kv_heads, head_dim] of one layer (contiguous: position-major)."""
+        n = self._length
+        return self.keys[layer][:n], self.values[layer][:n]
+
+    def _append(self, new_keys: list, new_values: list) -> None:
+        n, s = self._length, new_keys[0].shape[0]
+        for buf, rows in zip(self.keys, new_keys):
+            buf[n : n + s] = rows
+        for buf, rows in zip(self.values, new_values):
+            buf[n : n + s] = rows
+        self._length = n + s
+
+    def __repr__(self) -> str:
+        return f"KVCache(length={self._length}, max_seq_len={self.max_seq_len}, layers={len(self.keys)})"
+
+
+class NativeModel:
+    """One variant of a model folder, loaded into an onnxruntime CPU session."""
+
+    def __init__(self, model_dir: str, variant: str | None = None, threads: int = 1, *, check_files: bool = True):
+        """Validate the manifest (and, with check_files, every file's size and sha256) and load the graph.
+
+        Raises pocketlm.manifest.ManifestError for a bad folder/manifest/hash and ModelLoadError when
+        onnxruntime cannot load the file or its inputs/outputs differ from the manifest's contract.
+        """
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        self.manifest: Manifest = load_manifest(model_dir, check_files=check_files)
+        self.arch: Architecture = self.manifest.architecture
+        self.variant_name = variant or self.manifest.default_variant
+        self.variant = self.manifest.variant(variant)
+        self.path = os.path.join(model_dir, self.variant.file)
+        np, ort = _import_runtime()
+        self._np = np
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3  # errors only; failures are raised below
+        try:
+            self._session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own pybind exception types (InvalidProtobuf, Fail, ...)
+            detail = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
+            raise ModelLoadError(
+                f"onnxruntime cannot load variant {self.variant_name!r} file {self.path!r}: {detail}. "
+                "The file is corrupt, truncated or not a pocketlm decode graph; re-export the model."
+            ) from None
+        self._bind_contract(self.manifest.graph)
+
+    def _bind_contract(self, c: GraphContract) -> None:
+        n = self.arch.n_layers
+        self._past = [(c.past_key.format(i=i), c.past_value.format(i=i)) for i in range(n)]
+        self._outputs = [c.logits] + [name.format(i=i) for i in range(n) for name in (c.new_key, c.new_value)]
+        self._ids, self._pos = c.input_ids, c.position_ids
+        want_in = {c.input_ids, c.position_ids} | {name for pair in self._past for name in pair}
+        have_in = {x.name for x in self._session.get_inputs()}
+        have_out = {x.name for x in self._session.get_outputs()}
+        missing = sorted(want_in - have_in) + sorted(set(self._outputs) - have_out)
+        extra = sorted(have_in - want_in)
+        if missing or extra:
+            raise ModelLoadError(
+                f"{self.path!r} does not match the manifest's graph contract: "
+                f"missing {missing[:6]}, unexpected inputs {extra[:6]}; re-export the model"
+            )
+
+    def new_cache(self) -> KVCache:
+        a = self.arch
+        return KVCache(a.n_layers, a.max_seq_len, a.n_kv_heads, a.head_dim)
+
+    def _check(self, token_ids, cache: KVCache) -> list[int]:
+        if not isinstance(cache, KVCache) or len(cache.keys) != self.arch.n_layers or cache.keys[0].shape != (
+            self.arch.max_seq_len, self.arch.n_kv_heads, self.arch.head_dim
+        ):
+            raise ValueError("cache was not made by this model's new_cache()")
+        try:
+            ids = [operator.index(t) for t in token_ids]
+        except TypeError:
+            raise ValueError(f"token_ids must be a list of ints, got {token_ids!r:.80}") from None
+        if not ids:
+            raise ValueError("token_ids is empty: forward needs at least one token")
+        vocab = self.arch.vocab_size
+        bad = [t for t in ids if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"token ids {bad[:5]} are out of range for vocab_size {vocab}")
+        if cache.length + len(ids) > self.arch.max_seq_len:
+            raise ValueError(
+                f"{cache.length} cached + {len(ids)} new positions exceed the model's context of "
+                f"{self.arch.max_seq_len} (max_seq_len); truncate the cache or shorten the input"
+            )
+        return ids
+
+    def forward_all(self, token_ids: list[int], cache: KVCache):
+        """Run S new tokens at positions cache.length .. +S-1; append their K/V; return logits [S, vocab] float32."""
+        np = self._np
+        ids = self._check(token_ids, cache)
+        start = cache.length
+        feeds = {
+            self._ids: np.asarray([ids], dtype=np.int64),
+            self._pos: np.arange(start, start + len(ids), dtype=np.int64)[None],
+        }
+        for i, (key_name, value_name) in enumerate(self._past):
+            feeds[key_name], feeds[value_name] = cache.past(i)
+        out = self._session.run(self._outputs, feeds)
+        cache._append(out[1::2], out[2::2])
+        return out[0][0]
+
+    async def forward(self, token_ids: list[int], cache: KVCache) -> list[float]:
+        """Like forward_all, but only the last position's logits, as a Python list (the generate loop's input)."""
+        return self.forward_all(token_ids, cache)[-1].tolist()
+
+    def __repr__(self) -> str:
+        return f"NativeModel({self.manifest.name!r}, variant={self.variant_name!r}, file={self.variant.file!r})"
