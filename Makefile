@@ -8,7 +8,7 @@ VARIANT ?=
 LIMIT ?=
 export PYTHONPATH := $(CURDIR)/pysrc:$(CURDIR)
 
-.PHONY: demo test export eval setup clean-venv
+.PHONY: demo test export eval golden setup clean-venv
 
 $(VENV)/.installed: requirements.txt
 	$(PY) -m venv $(VENV)
@@ -38,3 +38,7 @@ demo: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+# After an export: record the model's greedy outputs (every variant) as the golden reference.
+golden: setup
+	$(PYTHON) -m export.golden web/models/$(MODEL) tests/golden/$(MODEL).json

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -77,13 +78,89 @@ class Group:
     targets: list[int]  # [T] next token within the same example, or -100 (no loss)
 
 
-def encode_databases(tokenizer, rows: list[dict]) -> "OrderedDict[str, tuple[str, list[list[int]]]]":
-    """db_id -> (schema text, [query ids + <eos> handled later]), in first-seen order."""
-    out: OrderedDict[str, tuple[str, list[list[int]]]] = OrderedDict()
+def group_by_database(rows: list[dict]) -> "OrderedDict[str, tuple[str, list[str]]]":
+    """db_id -> (schema text, [query texts]), in first-seen order."""
+    out: OrderedDict[str, tuple[str, list[str]]] = OrderedDict()
     for r in rows:
-        schema, queries = out.setdefault(r["db_id"], (r["schema"], []))
-        queries.append(tokenizer.encode(r["sql"]))
+        out.setdefault(r["db_id"], (r["schema"], []))[1].append(r["sql"])
     return out
+
+
+# Words that must never be renamed: renaming them would change the SQL, not just a name.
+SQL_WORDS = frozenset(
+    """select from where group by order having limit join on as and or not in like between is null count
+    sum avg min max distinct union intersect except desc asc values inner left right outer cross natural
+    case when then else end exists all any cast""".split()
+)
+SCHEMA_LINE = re.compile(r"^\s*([^\s(]+)\s*\((.*)\)\s*$")
+
+
+def schema_identifiers(schema: str) -> list[str]:
+    """Table and column names of a compact schema, in order of appearance, without duplicates.
+
+    >>> schema_identifiers("head(head_ID, name)\\ndept(id, name)")
+    ['head', 'head_ID', 'name', 'dept', 'id']
+    """
+    names: list[str] = []
+    for line in compact_schema(schema).split("\n"):
+        m = SCHEMA_LINE.match(line)
+        if not m:
+            continue
+        for name in [m.group(1)] + [c.strip() for c in m.group(2).split(",")]:
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
+def _with_case_of(new: str, seen: str, original: str) -> str:
+    """Keep the case pattern the query used for the old name (Spider often lower-cases schema names)."""
+    if seen == original:
+        return new
+    if seen == seen.lower():
+        return new.lower()
+    if seen == seen.upper():
+        return new.upper()
+    return new
+
+
+def rename_identifiers(schema: str, queries: list[str], pool: list[str], rng: random.Random, share: float):
+    """Augmentation: give a share of the schema's identifiers other names (drawn from `pool`, names
+    of other training databases), in the schema and in every query, outside string literals.
+
+    The model cannot memorize which names a database has; it must copy them from the schema,
+    which is exactly what it has to do for the unseen databases it is evaluated on.
+
+    >>> rename_identifiers("t(a_id, Name)", ["SELECT name FROM t WHERE x = 'name'"], ["Label", "shop", "price"],
+    ...                    random.Random(0), share=1.0)
+    ('shop(price, Label)', ["SELECT label FROM shop WHERE x = 'name'"])
+    """
+    names = [n for n in schema_identifiers(schema) if n.lower() not in SQL_WORDS and re.fullmatch(r"\w+", n)]
+    taken = {n.lower() for n in names}
+    mapping: dict[str, str] = {}
+    for name in names:
+        if rng.random() >= share:
+            continue
+        for _ in range(8):  # draw a pool name that does not collide with this database's names
+            new = rng.choice(pool)
+            if new.lower() not in taken and new.lower() not in SQL_WORDS and re.fullmatch(r"\w+", new):
+                mapping[name.lower()] = new
+                taken.add(new.lower())
+                break
+    if not mapping:
+        return schema, queries
+    originals = {n.lower(): n for n in names}
+    pattern = re.compile(r"(?<![\w])(" + "|".join(re.escape(k) for k in sorted(mapping, key=len, reverse=True))
+                         + r")(?![\w])", re.IGNORECASE)
+
+    def rename(text: str) -> str:
+        return pattern.sub(lambda m: _with_case_of(mapping[m.group(1).lower()], m.group(1),
+                                                   originals[m.group(1).lower()]), text)
+
+    def rename_outside_literals(sql_text: str) -> str:
+        parts = re.split(r"('(?:[^']|'')*'|\"[^\"]*\")", sql_text)  # odd parts are string literals
+        return "".join(p if i % 2 else rename(p) for i, p in enumerate(parts))
+
+    return rename(schema), [rename_outside_literals(q) for q in queries]
 
 
 def shuffled_schema(schema: str, rng: random.Random) -> str:
@@ -99,16 +176,20 @@ def shuffled_schema(schema: str, rng: random.Random) -> str:
 
 def make_groups(
     tokenizer, databases, *, bos_id: int, eos_id: int, max_seq_len: int, group_tokens: int, rng: random.Random,
-    shuffle_tables: float = 0.5,
+    shuffle_tables: float = 0.5, rename: float = 0.0, rename_share: float = 0.5, pool: list[str] | None = None,
 ) -> list[Group]:
     """Pack each database's queries (shuffled) behind its schema into groups of <= group_tokens tokens.
 
     Every segment is `sep query <eos>`, so each query has its own separator and the separator's
     last token is trained to predict the query's first token, exactly as in an unpacked example.
+    With probability `rename` a database's identifiers are partly renamed (rename_identifiers).
     """
     sep = tokenizer.encode(SEPARATOR)
     groups: list[Group] = []
-    for schema, queries in databases.values():
+    for schema, texts in databases.values():
+        if rename and pool and rng.random() < rename:
+            schema, texts = rename_identifiers(schema, texts, pool, rng, rename_share)
+        queries = [tokenizer.encode(q) for q in texts]
         order = list(range(len(queries)))
         rng.shuffle(order)
         text = shuffled_schema(schema, rng) if rng.random() < shuffle_tables else compact_schema(schema)

@@ -21,7 +21,7 @@ import onnxruntime as ort
 import torch
 
 from export import onnx_graph, quantize
-from export.data import encode_databases, read_sql_rows, split_by_database
+from export.data import group_by_database, read_sql_rows, split_by_database
 from export.recipes import Recipe
 from export.tokenizer_train import check_parity, save_tokenizer, train_tokenizer
 from export.train import fingerprint, train
@@ -65,8 +65,8 @@ def export_model(recipe: Recipe, data_dir: str, out_root: str, run_root: str, lo
 
     log("stage 2/4: training")
     model, summary = train(
-        recipe.arch, recipe.train, tokenizer, encode_databases(tokenizer, train_rows),
-        encode_databases(tokenizer, val_rows), bos_id=SPECIALS["bos_id"], eos_id=SPECIALS["eos_id"],
+        recipe.arch, recipe.train, tokenizer, group_by_database(train_rows),
+        group_by_database(val_rows), bos_id=SPECIALS["bos_id"], eos_id=SPECIALS["eos_id"],
         run_dir=run_dir, log=log,
     )
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from export.data import Group, make_groups
+from export.data import Group, make_groups, schema_identifiers
 from export.model import Transformer
 from pocketlm.manifest import Architecture
 
@@ -37,6 +37,8 @@ class TrainConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     shuffle_tables: float = 0.5  # probability a group's schema lists its tables in shuffled order
+    rename: float = 0.0  # probability a database's identifiers are partly renamed in a group (augmentation)
+    rename_share: float = 0.5  # share of its identifiers renamed when it is
     seed: int = 1234
     ckpt_every: int = 200  # steps between checkpoints
     eval_every: int = 500  # steps between validation-loss reports
@@ -117,7 +119,7 @@ def train(
     )
     os.makedirs(run_dir, exist_ok=True)
     ckpt_path = os.path.join(run_dir, "ckpt.pt")
-    key = fingerprint(arch, cfg, len(train_dbs), sum(len(q) for _, q in train_dbs.values()))
+    key = fingerprint(arch, cfg, list(train_dbs.items()))
     step = 0
     if os.path.exists(ckpt_path):
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -130,6 +132,7 @@ def train(
             log(f"ignoring checkpoint {ckpt_path}: it was made with another config or data")
     group_args = dict(bos_id=bos_id, eos_id=eos_id, max_seq_len=arch.max_seq_len, group_tokens=cfg.group_tokens)
     val_groups = make_groups(tokenizer, val_dbs, rng=random.Random(0), shuffle_tables=0.0, **group_args)
+    pool = sorted({name for schema, _ in train_dbs.values() for name in schema_identifiers(schema)})
     log(f"model: {model.num_params() / 1e6:.2f} M parameters")
     epoch_batches: dict[int, list] = {}
 
@@ -140,7 +143,8 @@ def train(
             if epoch not in epoch_batches:
                 epoch_batches.clear()
                 rng = random.Random(cfg.seed * 1000 + epoch)
-                groups = make_groups(tokenizer, train_dbs, rng=rng, shuffle_tables=cfg.shuffle_tables, **group_args)
+                groups = make_groups(tokenizer, train_dbs, rng=rng, shuffle_tables=cfg.shuffle_tables,
+                                     rename=cfg.rename, rename_share=cfg.rename_share, pool=pool, **group_args)
                 epoch_batches[epoch] = batches_for_epoch(groups, cfg.batch_tokens, rng)
             n = len(epoch_batches[epoch])
             if index < n:

@@ -54,6 +54,8 @@ def cmd_complete(args) -> int:
 def cmd_eval(args) -> int:
     from .evals import sql as sql_eval
 
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be a positive number of rows, got {args.limit}")
     model, tokenizer = _load(args.model, args.variant, args.threads)
     rows = sql_eval.read_rows(args.data, args.limit)
     if not rows:

@@ -52,7 +52,7 @@ class SqlCompleter:
         keep = _common_prefix(self._cached_ids, ids)
         keep = min(keep, len(ids) - 1)  # feed at least one token to get logits
         self._cache.truncate(keep)
-        self._cached_ids = list(ids)
+        self._cached_ids = ids[:keep]  # what the cache surely holds if generate() fails or is interrupted
         constraint = PrefixConstraint(self.index, prompt.heal) if prompt.heal else None
         result = await generate(
             self.backend.forward, self._cache, ids[keep:], options, eos_id=tok.eos_id,

@@ -164,6 +164,10 @@ def evaluate(model, tokenizer, rows: list[dict], train_rows: Iterable[dict], pro
         # teacher-forced next-token accuracy over the SQL tokens and <eos>
         head = [tok.bos_id] + tokenizer.encode(sql.compact_schema(schema)) + tokenizer.encode(sql.SEPARATOR)
         body = tokenizer.encode(query) + [tok.eos_id]
+        over = len(head) + len(body) - manifest.architecture.max_seq_len
+        if over > 0:  # the prompt's context policy: drop the schema's oldest tokens (keep <bos> and separator)
+            sep = len(tokenizer.encode(sql.SEPARATOR))
+            head = head[:1] + head[1 + min(over, len(head) - 1 - sep) :]
         ids = (head + body)[: manifest.architecture.max_seq_len]
         n_targets = len(ids) - len(head)
         if n_targets > 0:
@@ -205,6 +209,8 @@ def read_rows(path: str, limit: int | None = None) -> list[dict]:
         raise ValueError(f"cannot read {path!r}: {e.strerror}") from None
     with f:
         for n, line in enumerate(f, 1):
+            if limit is not None and len(rows) >= limit:
+                break
             if not line.strip():
                 continue
             try:
@@ -214,8 +220,6 @@ def read_rows(path: str, limit: int | None = None) -> list[dict]:
             if not isinstance(row, dict) or not isinstance(row.get("schema"), str) or not isinstance(row.get("sql"), str):
                 raise ValueError(f"{path}:{n}: each row needs string fields \"schema\" and \"sql\"")
             rows.append(row)
-            if limit is not None and len(rows) >= limit:
-                break
     return rows
 
 
