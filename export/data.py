@@ -18,7 +18,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from pocketlm.tasks.sql import SEPARATOR, compact_schema
+from pocketlm.tasks.sql import SEPARATOR, parse_schema, schema_text
 
 
 class DataError(ValueError):
@@ -92,7 +92,6 @@ SQL_WORDS = frozenset(
     sum avg min max distinct union intersect except desc asc values inner left right outer cross natural
     case when then else end exists all any cast""".split()
 )
-SCHEMA_LINE = re.compile(r"^\s*([^\s(]+)\s*\((.*)\)\s*$")
 
 
 def schema_identifiers(schema: str) -> list[str]:
@@ -102,12 +101,9 @@ def schema_identifiers(schema: str) -> list[str]:
     ['head', 'head_ID', 'name', 'dept', 'id']
     """
     names: list[str] = []
-    for line in compact_schema(schema).split("\n"):
-        m = SCHEMA_LINE.match(line)
-        if not m:
-            continue
-        for name in [m.group(1)] + [c.strip() for c in m.group(2).split(",")]:
-            if name and name not in names:
+    for table, columns in parse_schema(schema):
+        for name in [table] + columns:
+            if name not in names:
                 names.append(name)
     return names
 
@@ -169,7 +165,7 @@ def shuffled_schema(schema: str, rng: random.Random) -> str:
     >>> shuffled_schema("a(x)\\nb(y)\\nc(z)", random.Random(1)).count("\\n")
     2
     """
-    lines = compact_schema(schema).split("\n")
+    lines = schema_text(schema).split("\n")
     rng.shuffle(lines)
     return "\n".join(lines)
 
@@ -192,7 +188,7 @@ def make_groups(
         queries = [tokenizer.encode(q) for q in texts]
         order = list(range(len(queries)))
         rng.shuffle(order)
-        text = shuffled_schema(schema, rng) if rng.random() < shuffle_tables else compact_schema(schema)
+        text = shuffled_schema(schema, rng) if rng.random() < shuffle_tables else schema_text(schema)
         head = [bos_id] + tokenizer.encode(text)
         keep_for_query = 48  # leave room for at least this many query tokens after a long schema
         if len(head) > max_seq_len - keep_for_query:  # keep the most recent schema tokens (the prompt policy)

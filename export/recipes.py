@@ -41,10 +41,10 @@ RECIPES = {
         vocab_size=2048,
         arch=Architecture(vocab_size=2048, dim=256, n_layers=4, n_heads=8, n_kv_heads=8, hidden_dim=768,
                           max_seq_len=512),
-        train=TrainConfig(steps=360, batch_tokens=8192, group_tokens=1024, lr=3e-3, warmup=30, ckpt_every=40,
-                          eval_every=60, rename=0.8, rename_share=0.5),
+        train=TrainConfig(steps=360, batch_tokens=6144, group_tokens=1024, lr=3e-3, warmup=30, ckpt_every=50,
+                          eval_every=120, rename=1.0, rename_share=0.9),
         prompt={"format": sql.FORMAT, "separator": sql.SEPARATOR, "stop": list(sql.STOP_STRINGS),
-                "heal_last_pretoken": True},
+                "heal_last_pretoken": True, "finish_names": True},
         sampling={"max_new_tokens": 16, "temperature": 0.0, "stop": list(sql.STOP_STRINGS)},
     ),
 }

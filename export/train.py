@@ -134,25 +134,26 @@ def train(
     val_groups = make_groups(tokenizer, val_dbs, rng=random.Random(0), shuffle_tables=0.0, **group_args)
     pool = sorted({name for schema, _ in train_dbs.values() for name in schema_identifiers(schema)})
     log(f"model: {model.num_params() / 1e6:.2f} M parameters")
-    epoch_batches: dict[int, list] = {}
+    current: dict[int, list] = {}  # the batches of one epoch at a time
+    epoch_sizes: dict[int, int] = {}  # batches per epoch, remembered so earlier epochs are built once
+
+    def batches_of(epoch: int) -> list:
+        if epoch not in current:
+            current.clear()
+            rng = random.Random(cfg.seed * 1000 + epoch)
+            groups = make_groups(tokenizer, train_dbs, rng=rng, shuffle_tables=cfg.shuffle_tables,
+                                 rename=cfg.rename, rename_share=cfg.rename_share, pool=pool, **group_args)
+            current[epoch] = batches_for_epoch(groups, cfg.batch_tokens, rng)
+            epoch_sizes[epoch] = len(current[epoch])
+        return current[epoch]
 
     def batch_at(s: int):
         """Batches depend only on (seed, epoch): resuming at step s sees what an uninterrupted run saw."""
         epoch, index = 0, s
-        while True:
-            if epoch not in epoch_batches:
-                epoch_batches.clear()
-                rng = random.Random(cfg.seed * 1000 + epoch)
-                groups = make_groups(tokenizer, train_dbs, rng=rng, shuffle_tables=cfg.shuffle_tables,
-                                     rename=cfg.rename, rename_share=cfg.rename_share, pool=pool, **group_args)
-                epoch_batches[epoch] = batches_for_epoch(groups, cfg.batch_tokens, rng)
-            n = len(epoch_batches[epoch])
-            if index < n:
-                return epoch, epoch_batches[epoch][index]
-            index -= n
+        while index >= (epoch_sizes[epoch] if epoch in epoch_sizes else len(batches_of(epoch))):
+            index -= epoch_sizes[epoch]
             epoch += 1
-            if epoch - 1 in epoch_batches:
-                del epoch_batches[epoch - 1]
+        return epoch, batches_of(epoch)[index]
 
     model.train()
     t0, history = time.time(), []

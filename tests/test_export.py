@@ -63,7 +63,7 @@ def test_quick_export_writes_a_valid_model_folder(quick_export):
     assert tok.vocab_size == m.tokenizer.vocab_size == m.architecture.vocab_size == 320
     assert [tok.id_to_token(i) for i in (m.tokenizer.pad_id, m.tokenizer.bos_id, m.tokenizer.eos_id)] == [
         "<pad>", "<bos>", "<eos>"]
-    assert m.prompt["format"] == "sql-v1" and m.sampling["temperature"] == 0.0
+    assert m.prompt["format"] == "sql-v2" and m.sampling["temperature"] == 0.0
     assert m.training["steps"] == recipe.train.steps and m.training["data"] == "sql/train.jsonl"
     assert m.training["data_sha256"] == sha256_file(quick_export.data_dir / "sql" / "train.jsonl")
 

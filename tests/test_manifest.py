@@ -20,7 +20,7 @@ def folder(tmp_path):
         name="toy", task="sql", architecture=arch,
         tokenizer=TokenizerInfo("tokenizer.json", sha256_file(tmp_path / "tokenizer.json"), 300, 1, 2, 0),
         variants={"fp32": Variant("model.onnx", sha256_file(tmp_path / "model.onnx"), 200, "none")},
-        default_variant="fp32", prompt={"format": "sql-v1"},
+        default_variant="fp32", prompt={"format": "sql-v2"},
     )
     (tmp_path / "manifest.json").write_text(m.to_json())
     return tmp_path

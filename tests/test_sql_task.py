@@ -14,7 +14,9 @@ from pocketlm.completer import SqlCompleter
 from pocketlm.evals.sql import accepted_length, cut_at_stop, read_rows, simulate_typing
 from pocketlm.manifest import Architecture, Manifest, TokenizerInfo, Variant
 from pocketlm.tasks import sql
-from pocketlm.tasks.sql import PromptError, build_prompt, compact_schema, split_heal, training_ids
+from pocketlm.tasks.sql import (
+    PromptError, build_prompt, compact_schema, parse_schema, schema_text, split_heal, training_ids,
+)
 from pocketlm.tokenizer import Tokenizer
 
 VOCAB = 512
@@ -45,13 +47,23 @@ def test_compact_schema():
     assert compact_schema(compact_schema(messy)) == compact_schema(messy)  # idempotent
 
 
+def test_schema_text_puts_every_name_after_a_space(tok):
+    assert parse_schema("head(head_ID, name)\n\nnotes") == [("head", ["head_ID", "name"]), ("notes", [])]
+    text = schema_text("head(head_ID,  name)\ndept(id)\nnotes")
+    assert text == " head ( head_ID, name )\n dept ( id )\n notes"
+    # the name tokens in the schema are the tokens the query uses after FROM / SELECT / a comma
+    pieces = tok.pre_tokenize(text)
+    assert " head" in pieces and " dept" in pieces and " name" in pieces
+    assert tok.pre_tokenize("SELECT name FROM head")[-1] == " head"
+
+
 def test_training_ids_layout(tok, sql_rows):
     row = sql_rows[7]
     ids = training_ids(tok, row["schema"], row["sql"], BOS_ID, EOS_ID)
-    schema_ids, sep_ids = enc(tok, compact_schema(row["schema"])), enc(tok, sql.SEPARATOR)
+    schema_ids, sep_ids = enc(tok, schema_text(row["schema"])), enc(tok, sql.SEPARATOR)
     sql_ids = enc(tok, row["sql"])
     assert ids == [BOS_ID] + schema_ids + sep_ids + sql_ids + [EOS_ID]
-    assert tok.decode(ids) == compact_schema(row["schema"]) + "\n\n" + row["sql"]
+    assert tok.decode(ids) == schema_text(row["schema"]) + "\n\n" + row["sql"]
     assert ids.count(BOS_ID) == 1 and ids.count(EOS_ID) == 1
     # the schema part of a prompt is the same ids whatever the query (so its KV cache can be reused)
     prompt = build_prompt(tok, row["schema"], "", bos_id=BOS_ID, max_seq_len=4096, reserve=16)
@@ -99,7 +111,7 @@ def long_schema(n_tables: int) -> str:
 def test_build_prompt_no_truncation(tok):
     p = build_prompt(tok, SCHEMA, "SELECT name FROM he", bos_id=BOS_ID, max_seq_len=256, reserve=16)
     assert p.truncated == 0 and p.heal == b" he"
-    assert p.schema_ids == [BOS_ID] + enc(tok, compact_schema(SCHEMA)) + enc(tok, "\n\n")
+    assert p.schema_ids == [BOS_ID] + enc(tok, schema_text(SCHEMA)) + enc(tok, "\n\n")
     assert p.prefix_ids == enc(tok, "SELECT name FROM") and p.ids == p.schema_ids + p.prefix_ids
 
 
@@ -107,7 +119,7 @@ def test_build_prompt_no_truncation(tok):
 def test_build_prompt_drops_oldest_schema_tokens_first(tok, max_seq_len, reserve):
     schema, prefix = long_schema(20), "SELECT name FROM head WHERE"
     sep = enc(tok, sql.SEPARATOR)
-    body = enc(tok, compact_schema(schema))
+    body = enc(tok, schema_text(schema))
     context, heal = split_heal(tok, prefix)
     prefix_ids = enc(tok, context)
     p = build_prompt(tok, schema, prefix, bos_id=BOS_ID, max_seq_len=max_seq_len, reserve=reserve)
@@ -126,7 +138,7 @@ def test_build_prompt_then_drops_oldest_prefix_tokens(tok):
     schema = long_schema(5)
     prefix = "SELECT " + " ,  ".join(f"col_a_{i}" for i in range(60)) + " FROM head WHERE name"
     sep = enc(tok, sql.SEPARATOR)
-    body = enc(tok, compact_schema(schema))
+    body = enc(tok, schema_text(schema))
     context, heal = split_heal(tok, prefix)
     assert heal == " name"
     prefix_ids = enc(tok, context)
@@ -251,8 +263,15 @@ def test_completer_reuses_the_schema_cache_while_typing(tok):
     third = run(completer.complete(SCHEMA, "SEL"))
     assert "SEL" + third.text == EXPECTED  # "SEL" is all healed: the prompt is the schema part alone,
     assert third.stats["reused_tokens"] == schema_len - 1  # of which the last token is re-fed for logits
-    other = run(completer.complete("other(x)\n" + SCHEMA, "SELECT"))
-    assert other.stats["reused_tokens"] == 1  # only <bos> is shared
+    other_schema = "other(x)\n" + SCHEMA
+    other = run(completer.complete(other_schema, "SELECT"))
+    shared = 0  # only the ids both schema parts start with (<bos> and the leading space) are reused
+    for a, b in zip(build_prompt(tok, SCHEMA, "", bos_id=BOS_ID, max_seq_len=4096, reserve=16).schema_ids,
+                    build_prompt(tok, other_schema, "", bos_id=BOS_ID, max_seq_len=4096, reserve=16).schema_ids):
+        if a != b:
+            break
+        shared += 1
+    assert 1 <= other.stats["reused_tokens"] == shared < schema_len
 
 
 def test_completer_keystroke_by_keystroke_equals_a_fresh_completer(tok):

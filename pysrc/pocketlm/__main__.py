@@ -42,7 +42,8 @@ def cmd_complete(args) -> int:
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
     )
-    result = asyncio.run(completer.complete(schema, args.prefix, options))
+    result = asyncio.run(completer.complete(schema, args.prefix, options,
+                                            finish_names=False if args.no_finish_names else None))
     if args.json:
         print(json.dumps({"text": result.text, "token_ids": result.token_ids, "stop_reason": result.stop_reason,
                           "stats": result.stats}))
@@ -67,7 +68,8 @@ def cmd_eval(args) -> int:
     held_out = set(training.get("val_dbs", []))
     train_rows = [r for r in sql_eval.read_rows(args.train) if r.get("db_id") not in held_out]
     progress = None if args.quiet else sql_eval.print_progress
-    report = sql_eval.evaluate(model, tokenizer, rows, train_rows, progress=progress)
+    report = sql_eval.evaluate(model, tokenizer, rows, train_rows, progress=progress,
+                               finish_names=not args.no_finish_names)
     report["variant"] = args.variant or model.manifest.default_variant
     print(json.dumps(report))
     return 0
@@ -91,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print text, token ids, stop reason and timings as JSON")
+    p.add_argument("--no-finish-names", action="store_true", help="do not finish a half-typed word with a schema name")
     p.set_defaults(func=cmd_complete)
 
     e = sub.add_parser("eval", help="evaluate a model on a task's data")
@@ -102,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--variant", choices=["fp32", "int8", "q4"], default=None)
     e.add_argument("--threads", type=int, default=1)
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.add_argument("--no-finish-names", action="store_true",
+                   help="measure the model alone: do not finish half-typed words with schema names")
     e.set_defaults(func=cmd_eval)
     return parser
 

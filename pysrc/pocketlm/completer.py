@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .constraints import PrefixConstraint, TokenBytesIndex
+from .constraints import TokenBytesIndex, WordConstraint
 from .generate import GenerateResult, generate
 from .manifest import Manifest
 from .sampler import SamplingOptions
@@ -25,7 +25,7 @@ class SqlCompleter:
                 f"not {sql.FORMAT!r}: it is not a sql-autocomplete model"
             )
         self.manifest, self.tokenizer, self.backend = manifest, tokenizer, backend
-        self.index = TokenBytesIndex([tokenizer.token_bytes(i) for i in range(tokenizer.vocab_size)])
+        self.index = TokenBytesIndex.from_tokenizer(tokenizer)
         self._cache = backend.new_cache()
         self._cached_ids: list[int] = []  # what self._cache holds, position by position
 
@@ -40,9 +40,16 @@ class SqlCompleter:
         options: SamplingOptions | None = None,
         on_token: Callable[[int, str], Any] | None = None,
         cancelled: Callable[[], bool] | None = None,
+        finish_names: bool | None = None,
     ) -> GenerateResult:
-        """Complete the SQL `prefix` for `schema`; result.text is what to append to the prefix."""
+        """Complete the SQL `prefix` for `schema`; result.text is what to append to the prefix.
+
+        finish_names: finish a half-typed word with a schema name (sql.name_endings); default: the
+        manifest's prompt["finish_names"].
+        """
         options = options or self.options()
+        if finish_names is None:
+            finish_names = bool(self.manifest.prompt.get("finish_names", False))
         arch, tok = self.manifest.architecture, self.manifest.tokenizer
         prompt = sql.build_prompt(
             self.tokenizer, schema, prefix, bos_id=tok.bos_id, max_seq_len=arch.max_seq_len,
@@ -53,7 +60,8 @@ class SqlCompleter:
         keep = min(keep, len(ids) - 1)  # feed at least one token to get logits
         self._cache.truncate(keep)
         self._cached_ids = ids[:keep]  # what the cache surely holds if generate() fails or is interrupted
-        constraint = PrefixConstraint(self.index, prompt.heal) if prompt.heal else None
+        endings = sql.name_endings(schema, prefix) if finish_names else []
+        constraint = WordConstraint(self.index, prompt.heal, [e.encode("utf-8") for e in endings])
         result = await generate(
             self.backend.forward, self._cache, ids[keep:], options, eos_id=tok.eos_id,
             decode_bytes=self.tokenizer.decode_bytes, start_pos=keep, max_seq_len=arch.max_seq_len,

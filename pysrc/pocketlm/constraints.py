@@ -20,12 +20,19 @@ class TokenBytesIndex:
 
     def __init__(self, token_bytes: Sequence[bytes]):
         pairs = sorted((b, i) for i, b in enumerate(token_bytes) if b)  # special tokens have no bytes
+        self.special = [i for i, b in enumerate(token_bytes) if not b]
+        self.nonword_start = [i for i, b in enumerate(token_bytes) if b and not _is_word_byte(b[0])]
         self._keys = [b for b, _ in pairs]
         self._ids = [i for _, i in pairs]
         self._token_bytes = list(token_bytes)
         self._by_bytes: dict[bytes, int] = {}
         for b, i in pairs:
             self._by_bytes.setdefault(b, i)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer) -> "TokenBytesIndex":
+        """Special tokens (<eos> ...) are indexed with no bytes: they never spell text."""
+        return cls([b"" if tokenizer.is_special(i) else tokenizer.token_bytes(i) for i in range(tokenizer.vocab_size)])
 
     def token_bytes(self, token_id: int) -> bytes:
         return self._token_bytes[token_id]
@@ -79,3 +86,67 @@ class PrefixConstraint:
             self.remaining = self.remaining[len(produced):]
         else:
             raise ValueError(f"token {token_id} ({produced!r}) breaks the required prefix {self.remaining!r}")
+
+
+class WordConstraint:
+    """The output must start with `heal`, then finish the word being typed as one of `endings`.
+
+    `endings` are byte strings that each complete the partial word (token healing re-generates
+    `heal` first). The word is finished when an ending has been produced and is followed by a
+    non-word byte, or generation ends there. With no endings this is a PrefixConstraint on `heal`.
+    Used by sql-autocomplete to finish a half-typed name with a name from the schema.
+
+    >>> index = TokenBytesIndex([b"", b" in", b"struct", b"or", b" inst", b"ructor", b" (", b" item", b"or AS"])
+    >>> c = WordConstraint(index, b" in", [b"structor"])
+    >>> [index.token_bytes(t) for t in c.allowed()]
+    [b' in', b' inst']
+    >>> c.advance(4); [index.token_bytes(t) for t in c.allowed()]
+    [b'ructor']
+    >>> c.advance(5); [index.token_bytes(t) for t in c.allowed()]   # the word may end: a non-word byte, or <eos>
+    [b'', b' in', b' inst', b' (', b' item']
+    >>> c.advance(6); c.allowed() is None
+    True
+    """
+
+    def __init__(self, index: TokenBytesIndex, heal: bytes, endings: Sequence[bytes]):
+        self.index = index
+        self.targets = sorted({heal + e for e in endings}) or [heal]
+        self.open_ended = not endings  # no endings: anything may follow the healed bytes
+        self.produced = b""
+        self.done = not heal and not endings
+
+    def allowed(self) -> list[int] | None:
+        if self.done:
+            return None
+        ids: set[int] = set()
+        word_may_end = False
+        for target in self.targets:
+            if not target.startswith(self.produced):
+                continue
+            rest = target[len(self.produced):]
+            if not rest:  # exactly at the end of a name: what follows must not extend the word
+                word_may_end = True
+                continue
+            ids.update(self.index.prefixes_of(rest))  # stays inside (or exactly ends) the word
+            for t in self.index.starting_with(rest):  # runs past the word: only across a boundary
+                after = self.index.token_bytes(t)[len(rest):]
+                if self.open_ended or not after or not _is_word_byte(after[0]):
+                    ids.add(t)
+        if word_may_end:
+            ids.update(self.index.nonword_start)
+            ids.update(self.index.special)  # e.g. <eos>: the statement may end with this name
+        return sorted(ids)
+
+    def advance(self, token_id: int) -> None:
+        if self.done:
+            return
+        self.produced += self.index.token_bytes(token_id)
+        for target in self.targets:
+            if self.produced.startswith(target) and (self.open_ended or len(self.produced) > len(target)):
+                self.done = True  # healed (and the word finished, followed by a non-word byte)
+                return
+
+
+def _is_word_byte(b: int) -> bool:
+    """ASCII letters, digits and "_" (bytes >= 0x80 count as word bytes: part of a UTF-8 letter)."""
+    return b >= 0x80 or chr(b).isalnum() or b == 0x5F

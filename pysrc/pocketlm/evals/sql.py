@@ -19,7 +19,7 @@ import json
 import sys
 from typing import Callable, Iterable
 
-from ..constraints import PrefixConstraint, TokenBytesIndex
+from ..constraints import TokenBytesIndex, WordConstraint
 from ..ngram import NgramModel
 from ..tasks import sql
 
@@ -67,13 +67,13 @@ def cut_at_stop(text: str) -> str:
 class NativeSuggester:
     """Greedy, healed suggestions from a NativeModel, reusing the schema's and prefix's KV cache."""
 
-    def __init__(self, model, tokenizer, schema: str):
+    def __init__(self, model, tokenizer, schema: str, finish_names: bool = True):
         import numpy as np  # CPython only: this eval runs natively
 
         self.np, self.model, self.tokenizer = np, model, tokenizer
         self.manifest = model.manifest
-        self.index = TokenBytesIndex([tokenizer.token_bytes(i) for i in range(tokenizer.vocab_size)])
-        self.schema = schema
+        self.index = TokenBytesIndex.from_tokenizer(tokenizer)
+        self.schema, self.finish_names = schema, finish_names
         self.cache = model.new_cache()
         self.cached: list[int] = []
         self.last_logits = None
@@ -97,7 +97,8 @@ class NativeSuggester:
                                   max_seq_len=arch.max_seq_len, reserve=SUGGESTION_TOKENS)
         ids = prompt.ids
         goal = prompt.heal + target.encode("utf-8")
-        constraint = PrefixConstraint(self.index, prompt.heal)
+        endings = sql.name_endings(self.schema, prefix) if self.finish_names else []
+        constraint = WordConstraint(self.index, prompt.heal, [e.encode("utf-8") for e in endings])
         produced = b""
         logits = self._feed(ids)
         for step in range(SUGGESTION_TOKENS):
@@ -124,14 +125,17 @@ class NativeSuggester:
 
 
 class NgramSuggester:
-    def __init__(self, ngram: NgramModel, tokenizer, index: TokenBytesIndex, eos_id: int):
+    def __init__(self, ngram: NgramModel, tokenizer, index: TokenBytesIndex, eos_id: int, schema: str = "",
+                 finish_names: bool = True):
         self.ngram, self.tokenizer, self.index, self.eos_id = ngram, tokenizer, index, eos_id
+        self.schema, self.finish_names = schema, finish_names
 
     def __call__(self, prefix: str, target: str) -> str:
         context, heal = sql.split_heal(self.tokenizer, prefix)
         ids = self.tokenizer.encode(context)
         heal_bytes = heal.encode("utf-8")
-        constraint = PrefixConstraint(self.index, heal_bytes)
+        endings = sql.name_endings(self.schema, prefix) if self.finish_names else []
+        constraint = WordConstraint(self.index, heal_bytes, [e.encode("utf-8") for e in endings])
         goal, produced = heal_bytes + target.encode("utf-8"), b""
         for _ in range(SUGGESTION_TOKENS):
             allowed = constraint.allowed()
@@ -148,21 +152,25 @@ class NgramSuggester:
         return cut_at_stop(text)
 
 
-def evaluate(model, tokenizer, rows: list[dict], train_rows: Iterable[dict], progress=None) -> dict:
-    """All figures for `rows` ({"schema", "sql"}); `model` is a pocketlm.native.NativeModel."""
+def evaluate(model, tokenizer, rows: list[dict], train_rows: Iterable[dict], progress=None,
+             finish_names: bool = True) -> dict:
+    """All figures for `rows` ({"schema", "sql"}); `model` is a pocketlm.native.NativeModel.
+
+    finish_names: complete half-typed words with schema names (the product's default), for the
+    model and the n-gram baseline alike.
+    """
     import numpy as np
 
     manifest = model.manifest
     tok = manifest.tokenizer
     ngram = NgramModel()
     ngram.fit(tokenizer.encode(r["sql"]) + [tok.eos_id] for r in train_rows)
-    index = TokenBytesIndex([tokenizer.token_bytes(i) for i in range(tokenizer.vocab_size)])
-    ngram_suggest = NgramSuggester(ngram, tokenizer, index, tok.eos_id)
+    index = TokenBytesIndex.from_tokenizer(tokenizer)
     hits = ngram_hits = targets = chars = keys = ngram_keys = 0
     for n, row in enumerate(rows):
         schema, query = row["schema"], row["sql"]
         # teacher-forced next-token accuracy over the SQL tokens and <eos>
-        head = [tok.bos_id] + tokenizer.encode(sql.compact_schema(schema)) + tokenizer.encode(sql.SEPARATOR)
+        head = [tok.bos_id] + tokenizer.encode(sql.schema_text(schema)) + tokenizer.encode(sql.SEPARATOR)
         body = tokenizer.encode(query) + [tok.eos_id]
         over = len(head) + len(body) - manifest.architecture.max_seq_len
         if over > 0:  # the prompt's context policy: drop the schema's oldest tokens (keep <bos> and separator)
@@ -180,7 +188,8 @@ def evaluate(model, tokenizer, rows: list[dict], train_rows: Iterable[dict], pro
                 ngram_hits += int(ngram.predict(context) == body[i])
             targets += n_targets
         # keystroke savings
-        suggester = NativeSuggester(model, tokenizer, schema)
+        suggester = NativeSuggester(model, tokenizer, schema, finish_names)
+        ngram_suggest = NgramSuggester(ngram, tokenizer, index, tok.eos_id, schema, finish_names)
         keys += simulate_typing(query, lambda p: suggester(p, query[len(p):]))
         ngram_keys += simulate_typing(query, lambda p: ngram_suggest(p, query[len(p):]))
         chars += len(query)
@@ -197,6 +206,7 @@ def evaluate(model, tokenizer, rows: list[dict], train_rows: Iterable[dict], pro
         "keystrokes": keys,
         "ngram_keystrokes": ngram_keys,
         "model": manifest.name,
+        "finish_names": finish_names,
     }
 
 

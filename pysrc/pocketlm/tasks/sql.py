@@ -1,15 +1,27 @@
-"""The sql-autocomplete task format (prompt format "sql-v1"), shared by training, CLI, evals and page.
+"""The sql-autocomplete task format (prompt format "sql-v2"), shared by training, CLI, evals and page.
 
 A training example and a prompt are token ids laid out as
 
-    <bos> encode(compact_schema(schema)) encode("\\n\\n") encode(sql) <eos>
+    <bos> encode(schema_text(schema)) encode("\\n\\n") encode(sql) <eos>
 
 Each part is encoded on its own, so the schema part (<bos> .. separator) is the same ids whatever
 the query, and its KV cache can be reused while the user types.
 
+The schema is given as one line per table, `table(col1, col2, ...)` (Spider's compact form), and
+rendered for the model as ` table ( col1, col2, ... )`: every name then follows a space, so it
+tokenizes the way it most often appears in a query (" salary" after SELECT, FROM, WHERE, a comma),
+and copying it from the schema is copying the same tokens. (Rendered as given, a table name at the
+start of a line and a first column after "(" would be tokens that never appear after FROM or SELECT;
+measured on the held-out databases, see README.)
+
 At inference the query prefix's last pre-token (the word being typed, or trailing whitespace) is
 "healed": removed from the prompt and required as the first bytes of the output, so
 "SELECT na" is completed from "SELECT" as the model saw " name" in training, not " na"+"me".
+
+Finishing names: when the user has typed part of a word (letters, digits, "_") outside a string
+literal, and some table or column of the schema (or an SQL keyword or alias) starts with it, the
+completion must finish the word as one of those names (`name_endings`); the model's scores choose
+which. Otherwise the model is free.
 
 Stop rule (end of statement): <eos>, a ";" or a newline; the completion is cut before a ";" or newline.
 
@@ -20,9 +32,10 @@ query prefix (its oldest tokens).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-FORMAT = "sql-v1"
+FORMAT = "sql-v2"
 SEPARATOR = "\n\n"
 STOP_STRINGS = (";", "\n")
 
@@ -41,6 +54,97 @@ def compact_schema(schema: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
+SCHEMA_LINE = re.compile(r"^([^\s(]+)\s*\((.*)\)$")
+
+
+def parse_schema(schema: str) -> list[tuple[str, list[str]]]:
+    """(table, columns) per line of a compact schema; a line that is not `name(...)` is a table
+    with no columns named by its text.
+
+    >>> parse_schema("head(head_ID, name)\\nnotes")
+    [('head', ['head_ID', 'name']), ('notes', [])]
+    """
+    tables = []
+    for line in compact_schema(schema).split("\n"):
+        if not line:
+            continue
+        m = SCHEMA_LINE.match(line)
+        if m:
+            tables.append((m.group(1), [c.strip() for c in m.group(2).split(",") if c.strip()]))
+        else:
+            tables.append((line, []))
+    return tables
+
+
+def schema_text(schema: str) -> str:
+    """The schema as the model reads it: one line per table, every name after a space.
+
+    >>> schema_text("head(head_ID,  name)\\ndept(id)")
+    ' head ( head_ID, name )\\n dept ( id )'
+    """
+    lines = []
+    for table, columns in parse_schema(schema):
+        lines.append(f" {table} ( {', '.join(columns)} )" if columns else f" {table}")
+    return "\n".join(lines)
+
+
+SQL_NAMES = tuple(
+    """SELECT FROM WHERE GROUP BY ORDER HAVING LIMIT JOIN ON AS AND OR NOT IN LIKE BETWEEN IS NULL
+    DISTINCT UNION INTERSECT EXCEPT DESC ASC INNER LEFT OUTER CASE WHEN THEN ELSE END EXISTS
+    count sum avg min max""".split()
+) + tuple(f"T{i}" for i in range(1, 10))
+PARTIAL_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
+
+
+AFTER_TABLE_KEYWORD = re.compile(r"\b(FROM|JOIN)\s+([A-Za-z_][A-Za-z0-9_]*)?$", re.IGNORECASE)
+AFTER_QUALIFIER = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*\.([A-Za-z_][A-Za-z0-9_]*)?$")
+
+
+def name_endings(schema: str, prefix: str) -> list[str]:
+    """Ways to finish the word at the end of `prefix` with a schema name or an SQL word.
+
+    Where the grammar says what comes next, the candidates are narrower, and apply even before the
+    first letter is typed: after FROM or JOIN a table name; after `alias.` a column name. Elsewhere a
+    half-typed word (letters, digits, "_") is finished as any schema name, SQL keyword or alias.
+    Matching ignores case; an ending keeps the name's case, and is also offered in lower case when
+    the user types in lower case (Spider's queries often lower-case the schema's names). Empty (the
+    model is free) inside a string literal, when no word is being typed, or when nothing matches.
+
+    >>> name_endings("instructor(ID, name, dept_name)", "SELECT * FROM instr")
+    ['uctor']
+    >>> name_endings("Instructor(ID, name)\\ndept(x)", "SELECT * FROM ")
+    ['Instructor', 'dept', 'instructor']
+    >>> name_endings("instructor(ID, name)", "SELECT T1.")
+    ['ID', 'id', 'name']
+    >>> name_endings("t(Dept_ID)", "SELECT dept_i"), name_endings("t(x)", "WHERE y = 'x")
+    (['D', 'd'], [])
+    """
+    if prefix.count("'") % 2 or prefix.count('"') % 2:
+        return []
+    tables = parse_schema(schema)
+    table_names = [t for t, _ in tables]
+    column_names = [c for _, cols in tables for c in cols]
+    after_table_kw = AFTER_TABLE_KEYWORD.search(prefix)
+    after_qualifier = AFTER_QUALIFIER.search(prefix)
+    if after_table_kw:
+        partial, candidates = after_table_kw.group(2) or "", table_names
+    elif after_qualifier:
+        partial, candidates = after_qualifier.group(1) or "", column_names
+    else:
+        m = PARTIAL_WORD.search(prefix)
+        if not m or (m.start() > 0 and (prefix[m.start() - 1].isalnum() or prefix[m.start() - 1] == "_")):
+            return []
+        partial, candidates = m.group(0), column_names + table_names + list(SQL_NAMES)
+    endings = set()
+    for name in candidates:
+        if len(name) >= len(partial) and name.lower().startswith(partial.lower()):
+            ending = name[len(partial):]
+            endings.add(ending)
+            if partial == partial.lower():  # lower-case typing (or none yet): the lower-case form too
+                endings.add(ending.lower())
+    return sorted(endings)
+
+
 @dataclass(frozen=True)
 class SqlPrompt:
     schema_ids: list[int]  # <bos> + schema + separator: reusable across keystrokes
@@ -57,7 +161,7 @@ def training_ids(tokenizer, schema: str, sql: str, bos_id: int, eos_id: int) -> 
     """The ids of one training example: the same layout as a prompt, plus the query and <eos>."""
     return (
         [bos_id]
-        + tokenizer.encode(compact_schema(schema))
+        + tokenizer.encode(schema_text(schema))
         + tokenizer.encode(SEPARATOR)
         + tokenizer.encode(sql)
         + [eos_id]
@@ -88,7 +192,7 @@ def build_prompt(
     if reserve < 1 or reserve >= max_seq_len - 1:
         raise PromptError(f"cannot reserve {reserve} of {max_seq_len} positions for the completion")
     context, heal = split_heal(tokenizer, prefix)
-    schema_ids = [bos_id] + tokenizer.encode(compact_schema(schema)) + tokenizer.encode(SEPARATOR)
+    schema_ids = [bos_id] + tokenizer.encode(schema_text(schema)) + tokenizer.encode(SEPARATOR)
     prefix_ids = tokenizer.encode(context)
     heal_room = len(heal.encode("utf-8", "surrogatepass"))  # healing can take one token per byte, at most
     budget = max_seq_len - reserve - min(heal_room, reserve)
