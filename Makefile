@@ -26,7 +26,7 @@ export: setup
 
 # Evaluate on the held-out validation databases of the export's split (runs/ is written by export).
 eval: setup
-	@test -f runs/$(MODEL)/val.jsonl || $(PYTHON) -m export $(MODEL) --data $(DATA)
+	@test -f runs/$(MODEL)/val.jsonl || $(PYTHON) -m export $(MODEL) --data $(DATA) --split-only
 	$(PYTHON) -m pocketlm eval sql --model web/models/$(MODEL) --data runs/$(MODEL)/val.jsonl \
 		--train $(DATA)/sql/train.jsonl $(if $(VARIANT),--variant $(VARIANT)) $(if $(LIMIT),--limit $(LIMIT))
 

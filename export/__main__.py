@@ -19,9 +19,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data"), help="training data folder")
     parser.add_argument("--out", default=os.path.join(ROOT, "web", "models"), help="where model folders go")
     parser.add_argument("--runs", default=os.path.join(ROOT, "runs"), help="work folder: checkpoints, splits")
+    parser.add_argument("--split-only", action="store_true",
+                        help="only write the train/validation split (runs/<model>/{train,val}.jsonl) and stop")
     args = parser.parse_args(argv)
     try:
         recipe = get_recipe(args.model, quick=args.quick)
+        if args.split_only:
+            from export.pipeline import write_split
+
+            print(write_split(recipe, args.data, args.runs)[0])
+            return 0
         from export.pipeline import export_model  # heavy imports (torch, onnx) only when needed
 
         export_model(recipe, args.data, args.out, args.runs)

@@ -40,17 +40,26 @@ class ExportError(RuntimeError):
     pass
 
 
-def export_model(recipe: Recipe, data_dir: str, out_root: str, run_root: str, log=print) -> str:
-    """Run every stage for `recipe`; returns the model folder path."""
+def write_split(recipe: Recipe, data_dir: str, run_root: str):
+    """Split the data by database and write runs/<name>/{train,val}.jsonl; returns the split."""
     run_dir = os.path.join(run_root, recipe.name)
     os.makedirs(run_dir, exist_ok=True)
     data_path = os.path.join(data_dir, recipe.data_file)
     rows = read_sql_rows(data_path)
     train_rows, val_rows, val_dbs = split_by_database(rows, recipe.val_fraction, recipe.split_seed)
-    log(f"data: {len(rows)} unique queries over {len({r['db_id'] for r in rows})} databases; "
-        f"validation: {len(val_rows)} queries from {len(val_dbs)} held-out databases")
     _write_jsonl(os.path.join(run_dir, "val.jsonl"), val_rows)
     _write_jsonl(os.path.join(run_dir, "train.jsonl"), train_rows)
+    return (f"data: {len(rows)} unique queries over {len({r['db_id'] for r in rows})} databases; "
+            f"validation: {len(val_rows)} queries from {len(val_dbs)} held-out databases -> {run_dir}/val.jsonl",
+            train_rows, val_rows, val_dbs)
+
+
+def export_model(recipe: Recipe, data_dir: str, out_root: str, run_root: str, log=print) -> str:
+    """Run every stage for `recipe`; returns the model folder path."""
+    run_dir = os.path.join(run_root, recipe.name)
+    data_path = os.path.join(data_dir, recipe.data_file)
+    message, train_rows, val_rows, val_dbs = write_split(recipe, data_dir, run_root)
+    log(message)
 
     log("stage 1/4: tokenizer")
     texts = [r["schema"] for r in train_rows] + [r["sql"] for r in train_rows]

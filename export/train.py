@@ -188,8 +188,8 @@ def train(
     summary = {
         "params": model.num_params(), "steps": cfg.steps,
         "val_loss": round(final["loss"], 4), "val_next_token_acc": round(final["acc"], 4),
-        "config": dataclasses.asdict(cfg), "history": history,
-    }
+        "config": dataclasses.asdict(cfg),
+    }  # no timings or per-step history: the same seed must give the same manifest, resumed or not
     model.eval()
     return model, summary
 
