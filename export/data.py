@@ -12,12 +12,13 @@ own, while the schema is processed once per group instead of once per query.
 
 from __future__ import annotations
 
-import json
+import os
 import random
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from pocketlm.evals.sql import read_rows
 from pocketlm.tasks.sql import SEPARATOR, parse_schema, schema_text
 
 
@@ -27,26 +28,14 @@ class DataError(ValueError):
 
 def read_sql_rows(path: str) -> list[dict]:
     """Rows {"db_id", "schema", "sql"} from a JSON-lines file; duplicates (same db and sql) dropped."""
+    if not os.path.isfile(path):
+        raise DataError(f"cannot read training data {path!r}: no such file; set DATA= to the data folder")
     rows, seen = [], set()
-    try:
-        f = open(path, encoding="utf-8")
-    except OSError as e:
-        raise DataError(f"cannot read training data {path!r}: {e.strerror}; set DATA= to the data folder") from None
-    with f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            for key in ("db_id", "schema", "sql"):
-                if not isinstance(row.get(key), str):
-                    raise DataError(f"{path}:{n}: field {key!r} must be a string")
-            key = (row["db_id"], row["sql"])
-            if key not in seen:
-                seen.add(key)
-                rows.append({"db_id": row["db_id"], "schema": row["schema"], "sql": row["sql"]})
+    for row in read_rows(path, required=("db_id", "schema", "sql")):
+        key = (row["db_id"], row["sql"])
+        if key not in seen:
+            seen.add(key)
+            rows.append({"db_id": row["db_id"], "schema": row["schema"], "sql": row["sql"]})
     if not rows:
         raise DataError(f"{path} holds no rows")
     return rows

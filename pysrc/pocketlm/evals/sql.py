@@ -210,8 +210,8 @@ def evaluate(model, tokenizer, rows: list[dict], train_rows: Iterable[dict], pro
     }
 
 
-def read_rows(path: str, limit: int | None = None) -> list[dict]:
-    """Rows with string fields "schema" and "sql" (others ignored); a clear error names the bad line."""
+def read_rows(path: str, limit: int | None = None, required: tuple[str, ...] = ("schema", "sql")) -> list[dict]:
+    """JSON-lines rows with the `required` string fields (others ignored); an error names the bad line."""
     rows = []
     try:
         f = open(path, encoding="utf-8")
@@ -227,8 +227,8 @@ def read_rows(path: str, limit: int | None = None) -> list[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("schema"), str) or not isinstance(row.get("sql"), str):
-                raise ValueError(f"{path}:{n}: each row needs string fields \"schema\" and \"sql\"")
+            if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in required):
+                raise ValueError(f"{path}:{n}: each row needs string fields {', '.join(map(repr, required))}")
             rows.append(row)
     return rows
 
