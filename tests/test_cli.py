@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, subprocess_env
-from pocketlm.constraints import TokenBytesIndex, WordConstraint
+from pocketlm.constraints import TokenBytesIndex
 from pocketlm.manifest import load_manifest, sha256_file
-from pocketlm.tasks.sql import build_prompt, name_endings
+from pocketlm.tasks.sql import SqlNameConstraint, build_prompt
 from pocketlm.tokenizer import Tokenizer
 
 
@@ -101,8 +101,7 @@ def check_against_torch(torch_model, native, tokenizer, manifest, schema, prefix
     np.testing.assert_allclose(native_logits, torch_logits.numpy(), atol=1e-4, rtol=0, err_msg=repr(prefix))
 
     index = TokenBytesIndex.from_tokenizer(tokenizer)
-    endings = name_endings(schema, prefix) if manifest.prompt.get("finish_names") else []
-    constraint = WordConstraint(index, prompt.heal, [e.encode() for e in endings])
+    constraint = SqlNameConstraint(index, schema, prefix, prompt.heal, bool(manifest.prompt.get("finish_names")))
     raw, ties = b"", []
     for step, (chosen, logits) in enumerate(zip(onnx_ids, torch_logits)):
         allowed = constraint.allowed()

@@ -76,7 +76,10 @@ def test_name_endings_cases():
     assert "nger" in name_endings(schema, "SELECT * FROM si")
     assert "nger_ID" in name_endings(schema, "SELECT Si") and "nger_id" in name_endings(schema, "SELECT si")
     assert "ECT" in name_endings(schema, "SEL") and "ect" in name_endings(schema, "sel")  # SQL keywords too
-    assert name_endings(schema, "SELECT ") == []  # no word being typed: the model is free
+    after_select = name_endings(schema, "SELECT ")  # a name, an aggregate, an alias, or '' (e.g. for *)
+    assert {"", "Name", "name", "count", "T1", "singer"} <= set(after_select) and "FROM" not in after_select
+    assert "" not in name_endings(schema, "SELECT * FROM singer WHERE ")  # a word must come
+    assert name_endings(schema, "SELECT * FROM singer WHERE Name  =  ") == []  # a value: the model is free
     assert name_endings(schema, "WHERE Name = 'Co") == []  # inside a string literal
     assert name_endings(schema, "WHERE age > 5") == []  # a number is not a name
     assert name_endings(schema, "SELECT zz") == []  # nothing matches: the model is free
@@ -89,3 +92,27 @@ def test_name_endings_follow_the_grammar_where_it_is_clear():
     assert set(name_endings(schema, "SELECT T1.")) == {"Singer_ID", "singer_id", "Name", "name", "concert_ID",
                                                       "concert_id", "Theme", "theme"}
     assert "ELECT" not in name_endings(schema, "SELECT * FROM s")  # after FROM, not a keyword
+
+
+def test_sql_name_constraint_constrains_names_inside_the_suggestion():
+    """After the typed word is finished, a later FROM / JOIN / alias. in the suggestion is followed by
+    a schema name too, whatever the model prefers."""
+    from pocketlm.tasks.sql import SqlNameConstraint
+
+    vocab = [b"", b" FROM", b" album", b" singer", b" s", b"inger", b" AS", b" T", b"1", b".", b"Name", b" Name", b"x",
+             b" WHERE", b" "]
+    index = TokenBytesIndex(vocab)
+    c = SqlNameConstraint(index, "singer(Name)", "SELECT Name", b" Name", finish_names=True)
+    seen = b""
+    for want in [b" Name", b" FROM", b" album", b" AS", b" T", b"1", b".", b"x"]:  # the "model" wants these
+        allowed = c.allowed()
+        token = vocab.index(want)
+        if allowed is not None and token not in allowed:
+            token = sorted(allowed, key=lambda t: -len(vocab[t]))[0]  # else its best allowed choice
+        c.advance(token)
+        seen += vocab[token]
+    assert seen.startswith(b" Name FROM singer AS T1.Name"), seen
+    free = SqlNameConstraint(index, "singer(Name)", "SELECT Name", b" Name", finish_names=False)
+    free.advance(vocab.index(b" Name"))
+    free.advance(vocab.index(b" FROM"))
+    assert free.allowed() is None  # without finish_names only healing applies

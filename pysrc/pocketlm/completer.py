@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .constraints import TokenBytesIndex, WordConstraint
+from .constraints import TokenBytesIndex
 from .generate import GenerateResult, generate
 from .manifest import Manifest
 from .sampler import SamplingOptions
@@ -60,8 +60,7 @@ class SqlCompleter:
         keep = min(keep, len(ids) - 1)  # feed at least one token to get logits
         self._cache.truncate(keep)
         self._cached_ids = ids[:keep]  # what the cache surely holds if generate() fails or is interrupted
-        endings = sql.name_endings(schema, prefix) if finish_names else []
-        constraint = WordConstraint(self.index, prompt.heal, [e.encode("utf-8") for e in endings])
+        constraint = sql.SqlNameConstraint(self.index, schema, prefix, prompt.heal, finish_names)
         result = await generate(
             self.backend.forward, self._cache, ids[keep:], options, eos_id=tok.eos_id,
             decode_bytes=self.tokenizer.decode_bytes, start_pos=keep, max_seq_len=arch.max_seq_len,

@@ -19,7 +19,7 @@ import json
 import sys
 from typing import Callable, Iterable
 
-from ..constraints import TokenBytesIndex, WordConstraint
+from ..constraints import TokenBytesIndex
 from ..ngram import NgramModel
 from ..tasks import sql
 
@@ -97,8 +97,7 @@ class NativeSuggester:
                                   max_seq_len=arch.max_seq_len, reserve=SUGGESTION_TOKENS)
         ids = prompt.ids
         goal = prompt.heal + target.encode("utf-8")
-        endings = sql.name_endings(self.schema, prefix) if self.finish_names else []
-        constraint = WordConstraint(self.index, prompt.heal, [e.encode("utf-8") for e in endings])
+        constraint = sql.SqlNameConstraint(self.index, self.schema, prefix, prompt.heal, self.finish_names)
         produced = b""
         logits = self._feed(ids)
         for step in range(SUGGESTION_TOKENS):
@@ -134,8 +133,7 @@ class NgramSuggester:
         context, heal = sql.split_heal(self.tokenizer, prefix)
         ids = self.tokenizer.encode(context)
         heal_bytes = heal.encode("utf-8")
-        endings = sql.name_endings(self.schema, prefix) if self.finish_names else []
-        constraint = WordConstraint(self.index, heal_bytes, [e.encode("utf-8") for e in endings])
+        constraint = sql.SqlNameConstraint(self.index, self.schema, prefix, heal_bytes, self.finish_names)
         goal, produced = heal_bytes + target.encode("utf-8"), b""
         for _ in range(SUGGESTION_TOKENS):
             allowed = constraint.allowed()

@@ -93,10 +93,16 @@ SQL_NAMES = tuple(
     DISTINCT UNION INTERSECT EXCEPT DESC ASC INNER LEFT OUTER CASE WHEN THEN ELSE END EXISTS
     count sum avg min max""".split()
 ) + tuple(f"T{i}" for i in range(1, 10))
+# what may start a word right after SELECT / WHERE / BY / a comma ...: besides the schema's names
+CLAUSE_NAMES = ("count", "sum", "avg", "min", "max", "DISTINCT", "NOT") + tuple(f"T{i}" for i in range(1, 10))
 PARTIAL_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
 
 
 AFTER_TABLE_KEYWORD = re.compile(r"\b(FROM|JOIN)\s+([A-Za-z_][A-Za-z0-9_]*)?$", re.IGNORECASE)
+ENDS_WITH_TABLE_KEYWORD = re.compile(r"\b(FROM|JOIN)$", re.IGNORECASE)
+AFTER_CLAUSE = re.compile(
+    r"(?:\b(?:SELECT|WHERE|BY|AND|OR|ON|HAVING|DISTINCT)\s+|[,(]\s*)([A-Za-z_][A-Za-z0-9_]*)?$", re.IGNORECASE
+)
 AFTER_QUALIFIER = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*\.([A-Za-z_][A-Za-z0-9_]*)?$")
 
 
@@ -104,8 +110,11 @@ def name_endings(schema: str, prefix: str) -> list[str]:
     """Ways to finish the word at the end of `prefix` with a schema name or an SQL word.
 
     Where the grammar says what comes next, the candidates are narrower, and apply even before the
-    first letter is typed: after FROM or JOIN a table name; after `alias.` a column name. Elsewhere a
-    half-typed word (letters, digits, "_") is finished as any schema name, SQL keyword or alias.
+    first letter is typed: after FROM or JOIN a table name; after `alias.` a column name. After
+    SELECT, WHERE, BY, AND, OR, ON, HAVING, DISTINCT, a comma or "(", a word that starts is a schema
+    name, an aggregate, DISTINCT, NOT, an alias T1..T9 (or SELECT after "("); after SELECT, DISTINCT,
+    a comma or "(", '' is among the endings: something that is not a word, such as `*`, may come.
+    Elsewhere a half-typed word is finished as any schema name, SQL keyword or alias.
     Matching ignores case; an ending keeps the name's case, and is also offered in lower case when
     the user types in lower case (Spider's queries often lower-case the schema's names). Empty (the
     model is free) inside a string literal, when no word is being typed, or when nothing matches.
@@ -114,6 +123,8 @@ def name_endings(schema: str, prefix: str) -> list[str]:
     ['uctor']
     >>> name_endings("Instructor(ID, name)\\ndept(x)", "SELECT * FROM ")
     ['Instructor', 'dept', 'instructor']
+    >>> name_endings("dept(x)", "SELECT x FROM")   # the keyword itself typed: a space, then a table
+    [' dept']
     >>> name_endings("instructor(ID, name)", "SELECT T1.")
     ['ID', 'id', 'name']
     >>> name_endings("t(Dept_ID)", "SELECT dept_i"), name_endings("t(x)", "WHERE y = 'x")
@@ -126,10 +137,19 @@ def name_endings(schema: str, prefix: str) -> list[str]:
     column_names = [c for _, cols in tables for c in cols]
     after_table_kw = AFTER_TABLE_KEYWORD.search(prefix)
     after_qualifier = AFTER_QUALIFIER.search(prefix)
+    if ENDS_WITH_TABLE_KEYWORD.search(prefix):
+        endings = {" " + t for t in table_names} | {" " + t.lower() for t in table_names}
+        return sorted(endings)
     if after_table_kw:
         partial, candidates = after_table_kw.group(2) or "", table_names
     elif after_qualifier:
         partial, candidates = after_qualifier.group(1) or "", column_names
+    elif AFTER_CLAUSE.search(prefix):
+        partial = AFTER_CLAUSE.search(prefix).group(1) or ""
+        may_skip = not partial and re.search(r"(\b(SELECT|DISTINCT)\s+|[,(]\s*)$", prefix, re.IGNORECASE)
+        candidates = column_names + table_names + list(CLAUSE_NAMES) + ([""] if may_skip else [])
+        if re.search(r"\(\s*[A-Za-z_]*$", prefix):
+            candidates.append("SELECT")  # a subquery
     else:
         m = PARTIAL_WORD.search(prefix)
         if not m or (m.start() > 0 and (prefix[m.start() - 1].isalnum() or prefix[m.start() - 1] == "_")):
@@ -207,3 +227,42 @@ def build_prompt(
     if over > 0:  # then the query prefix's oldest tokens
         prefix_ids = prefix_ids[over:]
     return SqlPrompt(schema_ids, prefix_ids, heal.encode("utf-8", "surrogatepass"), truncated)
+
+
+class SqlNameConstraint:
+    """Finish the word being typed (name_endings), then keep doing so inside the suggestion.
+
+    Each time the text so far (the prefix plus what was generated) reaches a point where the grammar
+    says a name comes next — after FROM/JOIN a table, after `alias.` a column — the next word is
+    constrained to the schema's names in the same way; after SELECT, WHERE, a comma ... a word that
+    starts must be a schema name, SQL keyword or alias. Elsewhere (values, strings) the model is free.
+    """
+
+    def __init__(self, index, schema: str, prefix: str, heal: bytes, finish_names: bool = True):
+        from ..constraints import WordConstraint
+
+        self._word = WordConstraint
+        self.index, self.schema, self.finish_names = index, schema, finish_names
+        self.before = prefix.encode("utf-8", "replace")[: len(prefix.encode("utf-8", "replace")) - len(heal)]
+        self.generated = b""
+        endings = name_endings(schema, prefix) if finish_names else []
+        self.current = WordConstraint(index, heal, [e.encode("utf-8") for e in endings])
+
+    def allowed(self):
+        if not self.current.done:
+            return self.current.allowed()
+        if not self.finish_names:
+            return None
+        text = (self.before + self.generated).decode("utf-8", "replace")
+        if not (ENDS_WITH_TABLE_KEYWORD.search(text) or AFTER_TABLE_KEYWORD.search(text)
+                or AFTER_QUALIFIER.search(text) or AFTER_CLAUSE.search(text)):
+            return None
+        endings = name_endings(self.schema, text)
+        if not endings:
+            return None
+        self.current = self._word(self.index, b"", [e.encode("utf-8") for e in endings])
+        return self.current.allowed()
+
+    def advance(self, token_id: int) -> None:
+        self.current.advance(token_id)
+        self.generated += self.index.token_bytes(token_id)
