@@ -25,7 +25,7 @@ from export.data import group_by_database, read_sql_rows, split_by_database
 from export.recipes import Recipe
 from export.tokenizer_train import check_parity, save_tokenizer, train_tokenizer
 from export.train import fingerprint, train
-from pocketlm.manifest import Manifest, TokenizerInfo, Variant, load_manifest, sha256_file
+from pocketlm.manifest import GraphContract, Manifest, TokenizerInfo, Variant, load_manifest, sha256_file
 from pocketlm.tokenizer import Tokenizer
 
 VARIANTS = {  # name -> (file, quantization)
@@ -160,12 +160,14 @@ def _run_prefill(path: str, arch, ids: list[int]):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    graph = GraphContract()  # the names the manifest records
     empty = np.zeros((0, arch.n_kv_heads, arch.head_dim), dtype=np.float32)
-    feeds = {"input_ids": np.array([ids], dtype=np.int64), "position_ids": np.arange(len(ids), dtype=np.int64)[None]}
+    feeds = {graph.input_ids: np.array([ids], dtype=np.int64),
+             graph.position_ids: np.arange(len(ids), dtype=np.int64)[None]}
     for i in range(arch.n_layers):
-        feeds[f"past.{i}.key"] = empty
-        feeds[f"past.{i}.value"] = empty
-    return session.run(["logits"], feeds)[0][0]
+        feeds[graph.past_key.format(i=i)] = empty
+        feeds[graph.past_value.format(i=i)] = empty
+    return session.run([graph.logits], feeds)[0][0]
 
 
 def _swap_in(staging: str, out_dir: str) -> None:
