@@ -15,7 +15,12 @@ $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-setup: $(VENV)/.installed
+# Browser runtime assets from npm, pinned by web/package-lock.json (Pyodide also runs pocketlm's tests).
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+setup: $(VENV)/.installed web/node_modules/.installed
 
 test: setup
 	$(PYTHON) -m pytest -q
