@@ -1,0 +1,43 @@
+"""The one Pyodide-aware module: a pocketlm backend whose forward pass is web/src/engine.mjs.
+
+The engine (JavaScript) owns the onnxruntime-web session and the KV caches; Python holds only a
+cache id and receives the last position's logits (a Float32Array, converted with one copy).
+Everything else (tokenizer, sampler, generate loop, task formats) is the same code as in CPython,
+which is what lets browser output be checked token for token against the native run.
+
+It imports nothing from Pyodide at module level, so it can be imported (not used) anywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class JsCache:
+    """A KV cache that lives in JavaScript; `length` and `truncate` as pocketlm.native.KVCache."""
+
+    def __init__(self, engine: Any, cache_id: int):
+        self.engine, self.id = engine, cache_id
+
+    @property
+    def length(self) -> int:
+        return int(self.engine.length(self.id))
+
+    def truncate(self, n: int) -> None:
+        self.engine.truncate(self.id, n)
+
+
+class JsBackend:
+    """Backend for pocketlm.completer.SqlCompleter / pocketlm.generate backed by a JS Engine."""
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+
+    def new_cache(self) -> JsCache:
+        return JsCache(self.engine, int(self.engine.newCache()))
+
+    async def forward(self, token_ids: list[int], cache: JsCache):
+        from pyodide.ffi import to_js  # only here: this path runs in Pyodide alone
+
+        logits = await self.engine.forward(cache.id, to_js(list(token_ids)))
+        return logits.to_py()  # memoryview of float32, [vocab]: the sampler reads it as floats

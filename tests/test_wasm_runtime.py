@@ -1,0 +1,32 @@
+"""The browser runtime minus the page, under Node: Pyodide (Python 3.14) runs pocketlm's SqlCompleter,
+whose forward pass is web/src/engine.mjs on onnxruntime-web's WebAssembly backend with the KV cache in
+JavaScript. Its greedy tokens must equal the native golden output, token for token, for every variant."""
+
+import json
+import os
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WEB = os.path.join(ROOT, "web")
+MODEL = os.path.join(WEB, "models", "sql-autocomplete")
+
+
+def test_wasm_greedy_tokens_equal_the_native_golden_output(tmp_path):
+    with open(os.path.join(ROOT, "tests", "golden", "sql-autocomplete.json"), encoding="utf-8") as f:
+        golden = json.load(f)["cases"]
+    prefixes = list(dict.fromkeys(c["prefix"] for c in golden))
+    schemas = {c["schema_file"] for c in golden}
+    assert len(schemas) == 1
+    with open(os.path.join(ROOT, "docs", schemas.pop()), encoding="utf-8") as f:
+        schema = f.read()
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"model_dir": MODEL, "variants": ["fp32", "int8", "q4"],
+                                "cases": [[schema, p] for p in prefixes]}))
+    proc = subprocess.run(["node", os.path.join(ROOT, "tests", "pyodide", "complete.mjs"), WEB,
+                           os.path.join(ROOT, "pysrc"), str(spec)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    wasm = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [(r["variant"], r["prefix"], r["token_ids"]) for r in wasm] == [
+        (c["variant"], c["prefix"], c["token_ids"]) for c in golden
+    ]
+    assert [r["text"] for r in wasm] == [c["text"] for c in golden]

@@ -1,0 +1,89 @@
+// The only module that touches onnxruntime. It owns the inference session and the KV caches:
+// per layer one preallocated Float32Array for keys and one for values, [max_seq_len, n_kv_heads,
+// head_dim] position-major, so the decode graph's new rows (`new.{i}.*`, [S, K, Hd]) are appended
+// with one copy and the first P rows are passed back as `past.{i}.*` without copying. Python never
+// sees the cache: it holds a cache id and gets the last position's logits back.
+// Runs are queued, never overlapped: a session does one run at a time.
+
+export class Engine {
+  constructor(ort, session, manifest) {
+    this.ort = ort;
+    this.session = session;
+    this.arch = manifest.architecture;
+    this.graph = manifest.graph;
+    this.rowSize = this.arch.n_kv_heads * (this.arch.dim / this.arch.n_heads);
+    this.caches = new Map();
+    this.nextId = 1;
+    this.queue = Promise.resolve();
+  }
+
+  static async create(ort, modelBytes, manifest, options = {}) {
+    const session = await ort.InferenceSession.create(modelBytes, options);
+    return new Engine(ort, session, manifest);
+  }
+
+  newCache() {
+    const { n_layers, max_seq_len } = this.arch;
+    const size = max_seq_len * this.rowSize;
+    const cache = { length: 0, keys: [], values: [] };
+    for (let i = 0; i < n_layers; i++) {
+      cache.keys.push(new Float32Array(size));
+      cache.values.push(new Float32Array(size));
+    }
+    const id = this.nextId++;
+    this.caches.set(id, cache);
+    return id;
+  }
+
+  length(id) {
+    return this.#cache(id).length;
+  }
+
+  truncate(id, n) {
+    const cache = this.#cache(id);
+    if (!(n >= 0 && n <= cache.length)) throw new Error(`cannot truncate a cache of ${cache.length} positions to ${n}`);
+    cache.length = n;
+  }
+
+  dropCache(id) {
+    this.caches.delete(id);
+  }
+
+  // ids: array of token ids (numbers). Appends their K/V rows; resolves to the last row's logits.
+  forward(id, ids) {
+    const run = this.queue.then(() => this.#run(id, Array.from(ids)));
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  async #run(id, ids) {
+    const cache = this.#cache(id);
+    const { ort, arch, graph, rowSize } = this;
+    const S = ids.length, P = cache.length, V = arch.vocab_size;
+    if (S < 1) throw new Error("forward needs at least one token");
+    if (P + S > arch.max_seq_len) throw new Error(`${P + S} positions exceed the context of ${arch.max_seq_len}`);
+    const dims = [arch.n_kv_heads, arch.dim / arch.n_heads];
+    const feeds = {
+      [graph.input_ids]: new ort.Tensor("int64", BigInt64Array.from(ids, BigInt), [1, S]),
+      [graph.position_ids]: new ort.Tensor("int64", BigInt64Array.from(ids, (_, k) => BigInt(P + k)), [1, S]),
+    };
+    for (let i = 0; i < arch.n_layers; i++) {
+      feeds[graph.past_key.replace("{i}", i)] = new ort.Tensor("float32", cache.keys[i].subarray(0, P * rowSize), [P, ...dims]);
+      feeds[graph.past_value.replace("{i}", i)] = new ort.Tensor("float32", cache.values[i].subarray(0, P * rowSize), [P, ...dims]);
+    }
+    const out = await this.session.run(feeds);
+    for (let i = 0; i < arch.n_layers; i++) {
+      cache.keys[i].set(out[graph.new_key.replace("{i}", i)].data, P * rowSize);
+      cache.values[i].set(out[graph.new_value.replace("{i}", i)].data, P * rowSize);
+    }
+    cache.length = P + S;
+    const logits = out[graph.logits].data;  // [1, S, V]: the last row is what decoding needs
+    return logits.slice((S - 1) * V, S * V);
+  }
+
+  #cache(id) {
+    const cache = this.caches.get(id);
+    if (!cache) throw new Error(`no KV cache ${id}`);
+    return cache;
+  }
+}
