@@ -365,3 +365,13 @@ def test_read_rows_limit(tmp_path):
     assert len(read_rows(str(path), 4)) == 4  # rows past the limit are not read
     with pytest.raises(ValueError, match=r"rows.jsonl:9: not valid JSON"):
         read_rows(str(path))
+
+
+@pytest.mark.parametrize("prefix", ["SELECT na\ud800", "SELECT \ud83d\ude00 x", "SELECT 'a\udfff", "\ud800"])
+def test_prompt_with_surrogates_from_javascript_is_what_the_tokenizer_encodes(tok, prefix):
+    """Lone surrogates become U+FFFD and surrogate pairs one character, in the context and the healed
+    part alike, so healing asks for bytes the tokenizer can produce."""
+    from pocketlm.tokenizer import replace_lone_surrogates
+
+    p = build_prompt(tok, SCHEMA, prefix, bos_id=BOS_ID, max_seq_len=256, reserve=16)
+    assert tok.decode(p.prefix_ids) + p.heal.decode("utf-8") == replace_lone_surrogates(prefix)

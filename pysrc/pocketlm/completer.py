@@ -56,7 +56,7 @@ class SqlCompleter:
             reserve=min(options.max_new_tokens, arch.max_seq_len // 2),
         )
         ids = prompt.ids
-        keep = _common_prefix(self._cached_ids, ids)
+        keep = common_prefix(self._cached_ids, ids)
         keep = min(keep, len(ids) - 1)  # feed at least one token to get logits
         self._cache.truncate(keep)
         self._cached_ids = ids[:keep]  # what the cache surely holds if generate() fails or is interrupted
@@ -73,10 +73,10 @@ class SqlCompleter:
         return result
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: list[int]) -> int:
     """Length of the longest common prefix.
 
-    >>> _common_prefix([1, 2, 3], [1, 2, 4, 5])
+    >>> common_prefix([1, 2, 3], [1, 2, 4, 5])
     2
     """
     n = 0

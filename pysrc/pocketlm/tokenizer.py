@@ -152,11 +152,11 @@ def bpe_merge(ids: list[int], merges: dict[tuple[int, int], tuple[int, int]]) ->
     return [s for s in syms if s is not None]
 
 
-def _replace_lone_surrogates(text: str) -> str:
+def replace_lone_surrogates(text: str) -> str:
     """Do what the browser's TextEncoder does to a JS string: surrogate pairs become their code
     point, each lone surrogate becomes U+FFFD.
 
-    >>> _replace_lone_surrogates("a\\ud800b\\ud83d\\ude00") == "a\\ufffdb\\U0001f600"
+    >>> replace_lone_surrogates("a\\ud800b\\ud83d\\ude00") == "a\\ufffdb\\U0001f600"
     True
     """
     try:
@@ -298,7 +298,7 @@ class Tokenizer:
         """Token ids of `text`, without bos/eos (== tokenizers' encode(text, False).ids). Added tokens
         in the text ("<eos>") give their id, special ones not if `split_special_tokens` is true."""
         ids: list[int] = []
-        for part in self._split_added(_replace_lone_surrogates(text), split_special_tokens):
+        for part in self._split_added(replace_lone_surrogates(text), split_special_tokens):
             if isinstance(part, int):
                 ids.append(part)
                 continue
@@ -314,7 +314,7 @@ class Tokenizer:
     def pre_tokenize(self, text: str, *, split_special_tokens: bool = False) -> list[str]:
         """The pieces encode() gives to BPE, in order, an added token as its own piece. They join
         back to `text` (with lone surrogates replaced), e.g. "it's<eos>" -> ["it", "'s", "<eos>"]."""
-        return [p for part in self._split_added(_replace_lone_surrogates(text), split_special_tokens)
+        return [p for part in self._split_added(replace_lone_surrogates(text), split_special_tokens)
                 for p in ([self._tokens[part]] if isinstance(part, int) else pretokenize(part))]
 
     def _split_added(self, text: str, split_special: bool) -> list[str | int]:

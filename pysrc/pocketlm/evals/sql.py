@@ -20,6 +20,7 @@ import sys
 from typing import Callable, Iterable
 
 from ..constraints import TokenBytesIndex
+from ..completer import common_prefix
 from ..ngram import NgramModel
 from ..tasks import sql
 
@@ -67,25 +68,18 @@ def cut_at_stop(text: str) -> str:
 class NativeSuggester:
     """Greedy, healed suggestions from a NativeModel, reusing the schema's and prefix's KV cache."""
 
-    def __init__(self, model, tokenizer, schema: str, finish_names: bool = True):
+    def __init__(self, model, tokenizer, index: TokenBytesIndex, schema: str, finish_names: bool = True):
         import numpy as np  # CPython only: this eval runs natively
 
-        self.np, self.model, self.tokenizer = np, model, tokenizer
+        self.np, self.model, self.tokenizer, self.index = np, model, tokenizer, index
         self.manifest = model.manifest
-        self.index = TokenBytesIndex.from_tokenizer(tokenizer)
         self.schema, self.finish_names = schema, finish_names
         self.cache = model.new_cache()
         self.cached: list[int] = []
-        self.last_logits = None
 
     def _feed(self, ids: list[int]):
         """Logits after `ids`, re-running only what differs from the cache."""
-        keep = 0
-        for a, b in zip(self.cached, ids):
-            if a != b:
-                break
-            keep += 1
-        keep = min(keep, len(ids) - 1)
+        keep = min(common_prefix(self.cached, ids), len(ids) - 1)
         self.cache.truncate(keep)
         logits = self.model.forward_all(ids[keep:], self.cache)[-1]
         self.cached = list(ids)
@@ -132,7 +126,7 @@ class NgramSuggester:
     def __call__(self, prefix: str, target: str) -> str:
         context, heal = sql.split_heal(self.tokenizer, prefix)
         ids = self.tokenizer.encode(context)
-        heal_bytes = heal.encode("utf-8")
+        heal_bytes = heal.encode("utf-8")  # split_heal has replaced lone surrogates
         constraint = sql.SqlNameConstraint(self.index, self.schema, prefix, heal_bytes, self.finish_names)
         goal, produced = heal_bytes + target.encode("utf-8"), b""
         for _ in range(SUGGESTION_TOKENS):
@@ -186,7 +180,7 @@ def evaluate(model, tokenizer, rows: list[dict], train_rows: Iterable[dict], pro
                 ngram_hits += int(ngram.predict(context) == body[i])
             targets += n_targets
         # keystroke savings
-        suggester = NativeSuggester(model, tokenizer, schema, finish_names)
+        suggester = NativeSuggester(model, tokenizer, index, schema, finish_names)
         ngram_suggest = NgramSuggester(ngram, tokenizer, index, tok.eos_id, schema, finish_names)
         keys += simulate_typing(query, lambda p: suggester(p, query[len(p):]))
         ngram_keys += simulate_typing(query, lambda p: ngram_suggest(p, query[len(p):]))

@@ -35,6 +35,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..constraints import WordConstraint
+from ..tokenizer import replace_lone_surrogates
+
 FORMAT = "sql-v2"
 SEPARATOR = "\n\n"
 STOP_STRINGS = (";", "\n")
@@ -106,7 +109,7 @@ AFTER_CLAUSE = re.compile(
 AFTER_QUALIFIER = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*\.([A-Za-z_][A-Za-z0-9_]*)?$")
 
 
-def name_endings(schema: str, prefix: str) -> list[str]:
+def name_endings(schema: str, prefix: str, grammar_only: bool = False) -> list[str]:
     """Ways to finish the word at the end of `prefix` with a schema name or an SQL word.
 
     Where the grammar says what comes next, the candidates are narrower, and apply even before the
@@ -118,6 +121,8 @@ def name_endings(schema: str, prefix: str) -> list[str]:
     Matching ignores case; an ending keeps the name's case, and is also offered in lower case when
     the user types in lower case (Spider's queries often lower-case the schema's names). Empty (the
     model is free) inside a string literal, when no word is being typed, or when nothing matches.
+    grammar_only: only the grammar points above, not a half-typed word elsewhere (used inside a
+    suggestion, where the model's own words are not half-typed).
 
     >>> name_endings("instructor(ID, name, dept_name)", "SELECT * FROM instr")
     ['uctor']
@@ -135,21 +140,24 @@ def name_endings(schema: str, prefix: str) -> list[str]:
     tables = parse_schema(schema)
     table_names = [t for t, _ in tables]
     column_names = [c for _, cols in tables for c in cols]
-    after_table_kw = AFTER_TABLE_KEYWORD.search(prefix)
-    after_qualifier = AFTER_QUALIFIER.search(prefix)
     if ENDS_WITH_TABLE_KEYWORD.search(prefix):
         endings = {" " + t for t in table_names} | {" " + t.lower() for t in table_names}
         return sorted(endings)
+    after_table_kw = AFTER_TABLE_KEYWORD.search(prefix)
+    after_qualifier = not after_table_kw and AFTER_QUALIFIER.search(prefix)
+    after_clause = not after_table_kw and not after_qualifier and AFTER_CLAUSE.search(prefix)
     if after_table_kw:
         partial, candidates = after_table_kw.group(2) or "", table_names
     elif after_qualifier:
         partial, candidates = after_qualifier.group(1) or "", column_names
-    elif AFTER_CLAUSE.search(prefix):
-        partial = AFTER_CLAUSE.search(prefix).group(1) or ""
+    elif after_clause:
+        partial = after_clause.group(1) or ""
         may_skip = not partial and re.search(r"(\b(SELECT|DISTINCT)\s+|[,(]\s*)$", prefix, re.IGNORECASE)
         candidates = column_names + table_names + list(CLAUSE_NAMES) + ([""] if may_skip else [])
         if re.search(r"\(\s*[A-Za-z_]*$", prefix):
             candidates.append("SELECT")  # a subquery
+    elif grammar_only:
+        return []
     else:
         m = PARTIAL_WORD.search(prefix)
         if not m or (m.start() > 0 and (prefix[m.start() - 1].isalnum() or prefix[m.start() - 1] == "_")):
@@ -191,6 +199,9 @@ def training_ids(tokenizer, schema: str, sql: str, bos_id: int, eos_id: int) -> 
 def split_heal(tokenizer, prefix: str) -> tuple[str, str]:
     """Split the query prefix into (context, healed last pre-token).
 
+    Lone surrogates (possible in JavaScript strings) are first replaced by U+FFFD, as the tokenizer
+    does, so the two parts are exactly what gets encoded.
+
     >>> class Words:  # stand-in for the tokenizer's pre-tokenizer
     ...     def pre_tokenize(self, text): return text.replace(" ", "\\0 ").split("\\0")
     >>> split_heal(Words(), "SELECT na")
@@ -198,6 +209,7 @@ def split_heal(tokenizer, prefix: str) -> tuple[str, str]:
     >>> split_heal(Words(), "")
     ('', '')
     """
+    prefix = replace_lone_surrogates(prefix)
     if not prefix:
         return "", ""
     pieces = [p for p in tokenizer.pre_tokenize(prefix) if p]
@@ -214,7 +226,7 @@ def build_prompt(
     context, heal = split_heal(tokenizer, prefix)
     schema_ids = [bos_id] + tokenizer.encode(schema_text(schema)) + tokenizer.encode(SEPARATOR)
     prefix_ids = tokenizer.encode(context)
-    heal_room = len(heal.encode("utf-8", "surrogatepass"))  # healing can take one token per byte, at most
+    heal_room = len(heal.encode("utf-8"))  # healing can take one token per byte, at most
     budget = max_seq_len - reserve - min(heal_room, reserve)
     over = len(schema_ids) + len(prefix_ids) - budget
     truncated = max(over, 0)
@@ -226,7 +238,7 @@ def build_prompt(
         over -= cut
     if over > 0:  # then the query prefix's oldest tokens
         prefix_ids = prefix_ids[over:]
-    return SqlPrompt(schema_ids, prefix_ids, heal.encode("utf-8", "surrogatepass"), truncated)
+    return SqlPrompt(schema_ids, prefix_ids, heal.encode("utf-8"), truncated)
 
 
 class SqlNameConstraint:
@@ -236,14 +248,14 @@ class SqlNameConstraint:
     says a name comes next — after FROM/JOIN a table, after `alias.` a column — the next word is
     constrained to the schema's names in the same way; after SELECT, WHERE, a comma ... a word that
     starts must be a schema name, SQL keyword or alias. Elsewhere (values, strings) the model is free.
+    `heal` is SqlPrompt.heal: the bytes of the prefix's last pre-token, which are generated again.
     """
 
     def __init__(self, index, schema: str, prefix: str, heal: bytes, finish_names: bool = True):
-        from ..constraints import WordConstraint
-
-        self._word = WordConstraint
         self.index, self.schema, self.finish_names = index, schema, finish_names
-        self.before = prefix.encode("utf-8", "replace")[: len(prefix.encode("utf-8", "replace")) - len(heal)]
+        prefix = replace_lone_surrogates(prefix)
+        encoded = prefix.encode("utf-8")
+        self.before = encoded[: len(encoded) - len(heal)]  # the prefix minus what is re-generated
         self.generated = b""
         endings = name_endings(schema, prefix) if finish_names else []
         self.current = WordConstraint(index, heal, [e.encode("utf-8") for e in endings])
@@ -254,13 +266,10 @@ class SqlNameConstraint:
         if not self.finish_names:
             return None
         text = (self.before + self.generated).decode("utf-8", "replace")
-        if not (ENDS_WITH_TABLE_KEYWORD.search(text) or AFTER_TABLE_KEYWORD.search(text)
-                or AFTER_QUALIFIER.search(text) or AFTER_CLAUSE.search(text)):
-            return None
-        endings = name_endings(self.schema, text)
+        endings = name_endings(self.schema, text, grammar_only=True)
         if not endings:
             return None
-        self.current = self._word(self.index, b"", [e.encode("utf-8") for e in endings])
+        self.current = WordConstraint(self.index, b"", [e.encode("utf-8") for e in endings])
         return self.current.allowed()
 
     def advance(self, token_id: int) -> None:
