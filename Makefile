@@ -6,6 +6,7 @@ DATA ?= ../shared/data
 MODEL ?= sql-autocomplete
 VARIANT ?=
 LIMIT ?=
+EVAL_ARGS ?=
 export PYTHONPATH := $(CURDIR)/pysrc:$(CURDIR)
 
 .PHONY: demo test export eval golden setup clean-venv
@@ -33,7 +34,7 @@ export: setup
 eval: setup
 	@test -f runs/$(MODEL)/val.jsonl || $(PYTHON) -m export $(MODEL) --data $(DATA) --split-only
 	$(PYTHON) -m pocketlm eval sql --model web/models/$(MODEL) --data runs/$(MODEL)/val.jsonl \
-		--train $(DATA)/sql/train.jsonl $(if $(VARIANT),--variant $(VARIANT)) $(if $(LIMIT),--limit $(LIMIT))
+		--train $(DATA)/sql/train.jsonl $(if $(VARIANT),--variant $(VARIANT)) $(if $(LIMIT),--limit $(LIMIT)) $(EVAL_ARGS)
 
 demo: setup
 	@test -f web/models/sql-autocomplete/manifest.json || $(PYTHON) -m export sql-autocomplete --data $(DATA)
