@@ -32,6 +32,7 @@ query prefix (its oldest tokens).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -109,6 +110,14 @@ AFTER_CLAUSE = re.compile(
 AFTER_QUALIFIER = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*\.([A-Za-z_][A-Za-z0-9_]*)?$")
 
 
+@functools.lru_cache(maxsize=8)
+def _schema_names(schema: str) -> tuple[list[str], list[str]]:
+    """(table names, column names), parsed once per schema: name_endings runs at every word boundary
+    of a suggestion, and a schema can have hundreds of tables. Callers must not mutate the lists."""
+    tables = parse_schema(schema)
+    return [t for t, _ in tables], [c for _, cols in tables for c in cols]
+
+
 def name_endings(schema: str, prefix: str, grammar_only: bool = False) -> list[str]:
     """Ways to finish the word at the end of `prefix` with a schema name or an SQL word.
 
@@ -137,9 +146,7 @@ def name_endings(schema: str, prefix: str, grammar_only: bool = False) -> list[s
     """
     if prefix.count("'") % 2 or prefix.count('"') % 2:
         return []
-    tables = parse_schema(schema)
-    table_names = [t for t, _ in tables]
-    column_names = [c for _, cols in tables for c in cols]
+    table_names, column_names = _schema_names(schema)
     if ENDS_WITH_TABLE_KEYWORD.search(prefix):
         endings = {" " + t for t in table_names} | {" " + t.lower() for t in table_names}
         return sorted(endings)
