@@ -7,9 +7,10 @@ MODEL ?= sql-autocomplete
 VARIANT ?=
 LIMIT ?=
 EVAL_ARGS ?=
+PORT ?= 8000
 export PYTHONPATH := $(CURDIR)/pysrc:$(CURDIR)
 
-.PHONY: demo test export eval golden setup clean-venv
+.PHONY: demo test export eval golden setup clean-venv site serve
 
 $(VENV)/.installed: requirements.txt
 	$(PY) -m venv $(VENV)
@@ -40,7 +41,18 @@ demo: setup
 	@test -f web/models/sql-autocomplete/manifest.json || $(PYTHON) -m export sql-autocomplete --data $(DATA)
 	@echo "SQL completion of 'SELECT name FROM' for a small schema, run natively:"
 	@$(PYTHON) -m pocketlm complete --model web/models/sql-autocomplete --schema docs/example-schema.txt "SELECT name FROM"
-	@echo "The browser page is not built yet (issue 3); the model folder is web/models/sql-autocomplete/."
+	@$(PYTHON) -m webtools.build_site
+	@echo
+	@echo "Open the page by double-click (no server needed):  file://$(CURDIR)/site/index.html"
+	@echo "or serve it with threads enabled:                  make serve  ->  http://127.0.0.1:$(PORT)/"
+
+# Build the static site (HTML from web/templates/, runtimes from web/node_modules, models) into site/.
+site: setup
+	$(PYTHON) -m webtools.build_site
+
+# Serve site/ on 127.0.0.1 with the cross-origin isolation headers onnxruntime-web needs for threads.
+serve: site
+	$(PYTHON) -m webtools.serve --port $(PORT)
 
 clean-venv:
 	rm -rf $(VENV)

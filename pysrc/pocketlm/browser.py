@@ -41,3 +41,40 @@ class JsBackend:
 
         logits = await self.engine.forward(cache.id, to_js(list(token_ids)))
         return logits.to_py()  # memoryview of float32, [vocab]: the sampler reads it as floats
+
+
+class PageModel:
+    """What the worker (web/src/worker.mjs) holds for a loaded model; strings in, strings out.
+
+    Built from the texts the page fetched and the sha256 it computed over each file (digests_json:
+    file -> [hex, bytes]); validation is pocketlm.session.open_model, the same rules as natively.
+    """
+
+    def __init__(self, manifest_text: str, tokenizer_text: str, variant: str | None, digests_json: str):
+        import json
+
+        from .session import open_model
+
+        self.manifest, self.tokenizer, self.variant = open_model(
+            manifest_text, tokenizer_text, variant, json.loads(digests_json))
+        self.file = self.manifest.variant(self.variant).file
+        self.session = None
+
+    def attach(self, engine: Any) -> None:
+        from .session import ModelSession
+
+        self.session = ModelSession(self.manifest, self.tokenizer, JsBackend(engine))
+
+    async def warm_up(self) -> None:
+        """One short generation through the whole stack, so the first user request is not the first."""
+        await self.session.generate("SELECT", {"max_new_tokens": 8})
+
+    async def generate(self, prompt: str, options_json: str, on_token: Any = None, cancelled: Any = None) -> str:
+        import json
+
+        result = await self.session.generate(prompt, json.loads(options_json), on_token=on_token,
+                                             cancelled=(lambda: bool(cancelled())) if cancelled else None)
+        return json.dumps(result)
+
+    def destroy(self) -> None:
+        self.session = None

@@ -229,13 +229,30 @@ def check_file(model_dir: str, file: str, sha256: str, role: str, size: int | No
     if not os.path.isfile(path):
         raise ManifestError(f"{role} file {file!r} is missing from {model_dir!r}; re-export the model")
     if size is not None and os.path.getsize(path) != size:
+        check_digest(role, file, "", sha256, os.path.getsize(path), size)
+    check_digest(role, file, sha256_file(path), sha256)
+
+
+def check_digest(role: str, file: str, actual: str, expected: str,
+                 actual_size: int | None = None, expected_size: int | None = None) -> None:
+    """Raise ManifestError unless a file's size and sha256 (hex) are what the manifest records.
+
+    The one place that decides whether model bytes may be used, natively (check_file) and in the
+    browser (the page computes the digest, pocketlm.session compares it here).
+
+    >>> try:
+    ...     check_digest("variant 'fp32'", "model.onnx", "ab" * 32, "cd" * 32)
+    ... except ManifestError as e:
+    ...     print(e)
+    variant 'fp32' file 'model.onnx' has sha256 abababababab…, the manifest says cdcdcdcdcdcd…: the file is corrupt or was modified; re-export the model
+    """
+    if expected_size is not None and actual_size != expected_size:
         raise ManifestError(
-            f"{role} file {file!r} is {os.path.getsize(path)} bytes, the manifest says {size}: "
+            f"{role} file {file!r} is {actual_size} bytes, the manifest says {expected_size}: "
             "the file is truncated or replaced; re-export the model"
         )
-    actual = sha256_file(path)
-    if actual != sha256:
+    if actual != expected:
         raise ManifestError(
-            f"{role} file {file!r} has sha256 {actual[:12]}…, the manifest says {sha256[:12]}…: "
+            f"{role} file {file!r} has sha256 {actual[:12]}…, the manifest says {expected[:12]}…: "
             "the file is corrupt or was modified; re-export the model"
         )

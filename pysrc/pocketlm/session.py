@@ -1,0 +1,103 @@
+"""ModelSession: one loaded model behind the generic API the page exposes as `window.pocketlm`.
+
+The page hands over text and numbers only (JSON-able values): a prompt string, an options dict,
+and for loading the manifest and tokenizer texts plus the sha256 the page computed for each file.
+Everything that decides (is the manifest valid, do the bytes match it, which options exist, how
+the task builds its prompt) happens here, in the same code that runs natively, so the browser
+cannot drift from the CLI.
+
+>>> sorted(option_names("sql"))[:4]
+['max_new_tokens', 'min_p', 'repetition_penalty', 'schema']
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from typing import Any, Callable
+
+from .manifest import Manifest, ManifestError, check_digest, manifest_from_dict
+from .sampler import SamplingError, SamplingOptions
+from .tokenizer import Tokenizer
+
+# Options that are the task's inputs rather than sampling settings, per manifest.task.
+TASK_INPUTS = {"sql": ("schema",)}
+
+
+def option_names(task: str) -> set[str]:
+    return {f.name for f in fields(SamplingOptions)} | set(TASK_INPUTS.get(task, ()))
+
+
+def open_model(manifest_text: str, tokenizer_text: str, variant: str | None,
+               digests: dict[str, list]) -> tuple[Manifest, Tokenizer, str]:
+    """Validate a model fetched by the page: manifest, tokenizer, and the bytes of the chosen variant.
+
+    digests: file name -> [sha256 hex, size in bytes], as computed by the page over what it fetched.
+    Returns (manifest, tokenizer, variant name). Raises ManifestError naming the file at fault.
+    """
+    try:
+        data = json.loads(manifest_text)
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"manifest.json is not valid JSON ({e}); re-export the model") from None
+    manifest = manifest_from_dict(data)
+    name = variant or manifest.default_variant
+    chosen = manifest.variant(name)
+    for role, file, sha256, size in (
+        ("tokenizer", manifest.tokenizer.file, manifest.tokenizer.sha256, None),
+        (f"variant {name!r}", chosen.file, chosen.sha256, chosen.bytes),
+    ):
+        if file not in digests:
+            raise ManifestError(f"{role} file {file!r} was not loaded; the page must fetch it with the manifest")
+        actual, actual_size = digests[file]
+        check_digest(role, file, actual, sha256, actual_size, size)
+    tokenizer = Tokenizer.from_str(tokenizer_text)
+    if tokenizer.vocab_size != manifest.tokenizer.vocab_size:
+        raise ManifestError(
+            f"tokenizer.json has {tokenizer.vocab_size} tokens, the manifest says {manifest.tokenizer.vocab_size}"
+        )
+    return manifest, tokenizer, name
+
+
+class ModelSession:
+    """A model plus its task: `generate(prompt, options)` -> a JSON-able result dict.
+
+    backend: `new_cache()` and `async forward(ids, cache)` (pocketlm.native.NativeModel, or
+    pocketlm.browser.JsBackend in the page).
+    """
+
+    def __init__(self, manifest: Manifest, tokenizer: Tokenizer, backend: Any):
+        self.manifest, self.tokenizer = manifest, tokenizer
+        if manifest.task == "sql":
+            from .completer import SqlCompleter
+
+            self.runner = SqlCompleter(manifest, tokenizer, backend)
+        else:
+            raise ManifestError(f"task {manifest.task!r} of model {manifest.name!r} is not supported by this pocketlm")
+
+    def options(self, options: dict[str, Any] | None) -> tuple[SamplingOptions, dict[str, Any]]:
+        """Split an options dict into sampling options (manifest defaults + overrides) and task inputs.
+
+        Unknown names are an error (a typo must not be silently ignored); None means "default".
+        """
+        options = dict(options or {})
+        unknown = sorted(set(options) - option_names(self.manifest.task))
+        if unknown:
+            raise SamplingError(f"unknown options {unknown}; known: {sorted(option_names(self.manifest.task))}")
+        inputs = {k: options.pop(k) for k in TASK_INPUTS.get(self.manifest.task, ()) if k in options}
+        for key, value in inputs.items():
+            if value is not None and not isinstance(value, str):
+                raise SamplingError(f"{key} must be a string, got {type(value).__name__}")
+        return SamplingOptions.from_dict(self.manifest.sampling, **options), inputs
+
+    async def generate(self, prompt: str, options: dict[str, Any] | None = None,
+                       on_token: Callable[[int, str], Any] | None = None,
+                       cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """For sql-autocomplete: `prompt` is the query typed so far, options["schema"] the schema text;
+        result["text"] is what to append to the prompt."""
+        if not isinstance(prompt, str):
+            raise SamplingError(f"prompt must be a string, got {type(prompt).__name__}")
+        sampling, inputs = self.options(options)
+        result = await self.runner.complete(inputs.get("schema") or "", prompt, sampling,
+                                            on_token=on_token, cancelled=cancelled)
+        return {"text": result.text, "token_ids": list(result.token_ids), "stop_reason": result.stop_reason,
+                "stats": dict(result.stats)}

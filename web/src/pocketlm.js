@@ -1,0 +1,290 @@
+// window.pocketlm: load a model into an inference worker and generate from the page.
+// A classic script (file:// pages cannot load ES modules). It does no tokenization or sampling:
+// the worker (worker.mjs) runs pocketlm's Python in Pyodide and the graph in onnxruntime-web.
+//
+//   const model = await pocketlm.load("sql-autocomplete", {variant, onProgress, threads, timeoutMs});
+//   const out = await model.generate("SELECT name FROM", {schema, max_new_tokens, temperature, top_k,
+//       top_p, min_p, repetition_penalty, stop, seed, onToken, signal});
+//   // out = {text, token_ids, stop_reason, stats: {load_ms, prefill_ms, decode_ms, tokens_per_s, ...}}
+//   model.abort();  // cancels every pending generation; each resolves with stop_reason "cancelled"
+//
+// Assets: over http they are fetched from the site; on file:// (where fetch is refused) every asset
+// was built into a classic script embed/<path>.js that calls pocketlmEmbedded(path, base64-of-gzip).
+"use strict";
+(function () {
+  const SITE = window.POCKETLM_SITE;
+  const FILE_MODE = location.protocol === "file:";
+  // Measured (README, "Threads"): decode of these small models is fastest on one thread.
+  const THREADS_WHEN_ISOLATED = SITE.threads_when_isolated;
+  const RUNTIME = {
+    python: ["vendor/pyodide/pyodide.mjs", "vendor/pyodide/pyodide.asm.mjs", "vendor/pyodide/pyodide.asm.wasm",
+      "vendor/pyodide/python_stdlib.zip", "vendor/pyodide/pyodide-lock.json", "py/pocketlm.zip"],
+    onnx: ["vendor/ort/ort.wasm.bundle.min.mjs", "vendor/ort/ort-wasm-simd-threaded.wasm", "engine.mjs"],
+  };
+  const WORKER_KEYS = {
+    "vendor/pyodide/pyodide.mjs": "pyodide", "vendor/pyodide/pyodide.asm.mjs": "pyodideAsm",
+    "vendor/pyodide/pyodide.asm.wasm": "pyodideWasm", "vendor/pyodide/python_stdlib.zip": "stdlib",
+    "py/pocketlm.zip": "pocketlm", "vendor/ort/ort.wasm.bundle.min.mjs": "ort",
+    "vendor/ort/ort-wasm-simd-threaded.wasm": "ortWasm", "engine.mjs": "engine",
+  };
+
+  class LoadError extends Error {}
+
+  // ---- assets: bytes by site-relative path, from the server or from scripts built into the page ----
+  const embedded = new Map();  // path -> base64 of gzip, filled by embed/<path>.js
+  window.pocketlmEmbedded = (path, b64) => embedded.set(path, b64);
+
+  async function gunzip(bytes) {
+    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+    return new Uint8Array(await new Response(stream).arrayBuffer());
+  }
+
+  function loadScript(src) {
+    return new Promise((resolve, reject) => {
+      const el = document.createElement("script");
+      el.src = src;
+      el.onload = () => { el.remove(); resolve(); };
+      el.onerror = () => { el.remove(); reject(new LoadError(`${src} is missing`)); };
+      document.head.appendChild(el);
+    });
+  }
+
+  // Resolves to a Uint8Array; onBytes(n) reports progress as bytes arrive.
+  async function getAsset(url, onBytes) {
+    if (FILE_MODE) {
+      const path = url;
+      if (!embedded.has(path)) {
+        try {
+          await loadScript(`embed/${path}.js`);
+        } catch (err) {
+          throw new LoadError(`${path} is not built into this page: a page opened from file:// can only use the ` +
+            "models built into it (make site); serve it with make serve to open other models");
+        }
+      }
+      const bytes = await gunzip(Uint8Array.fromBase64(embedded.get(path)));
+      embedded.delete(path);  // the decoded bytes are the copy we keep
+      onBytes(bytes.length);
+      return bytes;
+    }
+    let response;
+    try {
+      response = await fetch(url);
+    } catch (err) {
+      throw new LoadError(`could not fetch ${url}: ${err.message}`);
+    }
+    if (!response.ok) throw new LoadError(`could not fetch ${url}: HTTP ${response.status} ${response.statusText}`);
+    const chunks = [];
+    let n = 0;
+    for (const reader = response.body.getReader(); ;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      n += value.length;
+      onBytes(value.length);
+    }
+    const bytes = new Uint8Array(n);
+    for (let i = 0, o = 0; i < chunks.length; o += chunks[i].length, i++) bytes.set(chunks[i], o);
+    return bytes;
+  }
+
+  async function sha256(bytes) {
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+    return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  // ---- progress: bytes per phase (python runtime, onnx runtime, model) ----
+  class Progress {
+    constructor(onProgress) {
+      this.onProgress = onProgress || (() => {});
+      this.phases = {};
+    }
+    expect(phase, bytes) {
+      const p = (this.phases[phase] ??= { loaded: 0, total: 0 });
+      p.total += bytes;
+      this.report(phase, "downloading");
+    }
+    add(phase, bytes, message = "downloading") {
+      this.phases[phase].loaded += bytes;
+      this.report(phase, message);
+    }
+    report(phase, message) {
+      const p = this.phases[phase] || { loaded: 0, total: 0 };
+      const all = Object.values(this.phases);
+      const loaded = all.reduce((s, x) => s + x.loaded, 0), total = all.reduce((s, x) => s + x.total, 0);
+      this.onProgress({ phase, message, loaded: p.loaded, total: p.total,
+        percent: p.total ? Math.min(100, (100 * p.loaded) / p.total) : 0,
+        overall: { loaded, total, percent: total ? Math.min(100, (100 * loaded) / total) : 0 } });
+    }
+  }
+
+  // Runtime bytes are fetched once per page and copied to each new worker.
+  let runtimeBytes = null;
+  function fetchRuntime(progress) {
+    const sizes = SITE.assets;
+    for (const [phase, paths] of Object.entries(RUNTIME)) progress.expect(phase, paths.reduce((s, p) => s + sizes[p], 0));
+    if (!runtimeBytes) {
+      runtimeBytes = (async () => {
+        const files = {};
+        const all = Object.entries(RUNTIME).flatMap(([phase, paths]) => paths.map((path) => [phase, path]));
+        await Promise.all(all.map(async ([phase, path]) => {
+          files[path] = await getAsset(path, (n) => progress.add(phase, n));
+        }));
+        return files;
+      })();
+      runtimeBytes.catch(() => { runtimeBytes = null; });
+      return runtimeBytes;
+    }
+    return runtimeBytes.then((files) => {
+      for (const [phase, paths] of Object.entries(RUNTIME)) progress.add(phase, paths.reduce((s, p) => s + sizes[p], 0), "cached");
+      return files;
+    });
+  }
+
+  function workerURL() {
+    if (!FILE_MODE) return "worker.mjs";
+    // file://: only a module worker whose script is a data: URL can start (../shared/notes/browser.md)
+    return getAsset("worker.mjs", () => {}).then((bytes) => "data:text/javascript;base64," + bytes.toBase64());
+  }
+
+  function withTimeout(promise, ms, what) {
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new LoadError(`${what} did not finish within ${Math.round(ms / 1000)} s; ` +
+        "the runtime may have failed to start (see the browser console), reload the page to retry")), ms);
+    });
+    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+  }
+
+  // ---- one model = one worker ----
+  class Model {
+    constructor(worker, name) {
+      this.worker = worker;
+      this.name = name;
+      this.pending = new Map();  // request id -> {resolve, reject, onToken}
+      this.nextId = 1;
+      this.dead = null;
+      worker.onmessage = (event) => this.#onMessage(event.data);
+      worker.onerror = (event) => this.#fail(`the inference worker failed: ${event.message || "script error"}`);
+    }
+
+    #onMessage(msg) {
+      if (msg.type === "progress") return this.onPhase && this.onPhase(msg);
+      const req = this.pending.get(msg.id);
+      if (!req) return;
+      if (msg.type === "token") return req.onToken && req.onToken(msg.token_id, msg.text);
+      this.pending.delete(msg.id);
+      if (msg.type === "error") req.reject(new Error(msg.message));
+      else req.resolve(msg.value);
+    }
+
+    #fail(message) {
+      this.dead = message;
+      for (const r of this.pending.values()) r.reject(new Error(message));
+      this.pending.clear();
+    }
+
+    request(type, body, transfer = [], id = this.nextId++) {
+      if (this.dead) return Promise.reject(new Error(this.dead));
+      return new Promise((resolve, reject) => {
+        const { onToken, ...message } = body;
+        this.pending.set(id, { resolve, reject, onToken, type });
+        this.worker.postMessage({ type, id, ...message }, transfer);
+      });
+    }
+
+    async generate(prompt, options = {}) {
+      const { onToken, signal, ...rest } = options;
+      const id = this.nextId++;
+      const t0 = performance.now();
+      if (signal && signal.aborted) return cancelledResult(this);
+      const onAbort = () => this.worker.postMessage({ type: "abort", id });
+      if (signal) signal.addEventListener("abort", onAbort, { once: true });
+      try {
+        const result = await this.request("generate", { prompt, options: rest, onToken }, [], id);
+        result.stats.load_ms = this.stats.load_ms;
+        result.stats.latency_ms = performance.now() - t0;
+        return result;
+      } finally {
+        if (signal) signal.removeEventListener("abort", onAbort);
+      }
+    }
+
+    abort() {
+      for (const [id, req] of this.pending) if (req.type === "generate") this.worker.postMessage({ type: "abort", id });
+    }
+
+    dispose() {
+      this.worker.terminate();
+      this.#fail("the model was disposed");
+    }
+  }
+
+  function cancelledResult(model) {
+    return { text: "", token_ids: [], stop_reason: "cancelled", stats: { load_ms: model.stats.load_ms } };
+  }
+
+  function modelBase(name) {
+    if (/\.json$/.test(name)) return [name.replace(/[^/]*$/, ""), name];
+    if (!/^[\w.-]+$/.test(name)) throw new LoadError(`model name ${JSON.stringify(name)} must be a folder under models/ or a manifest URL ending in .json`);
+    return [`models/${name}/`, `models/${name}/manifest.json`];
+  }
+
+  async function load(name, options = {}) {
+    const t0 = performance.now();
+    const progress = new Progress(options.onProgress);
+    const threads = options.threads ?? (window.crossOriginIsolated ? THREADS_WHEN_ISOLATED : 1);
+    const timeoutMs = options.timeoutMs ?? 30000;
+    const [base, manifestURL] = modelBase(name);
+    progress.expect("model", 0);
+    const manifestBytes = await getAsset(manifestURL, () => {});
+    const manifestText = new TextDecoder().decode(manifestBytes);
+    let manifest;
+    try {
+      manifest = JSON.parse(manifestText);
+    } catch (err) {
+      throw new LoadError(`${manifestURL} is not valid JSON (${err.message}); re-export the model`);
+    }
+    const variant = options.variant || manifest.default_variant;
+    const v = manifest.variants && manifest.variants[variant];
+    if (!v) throw new LoadError(`model ${name} has no variant ${JSON.stringify(variant)}; it has: ${Object.keys(manifest.variants || {}).join(", ")}`);
+    const tokFile = manifest.tokenizer.file;
+    progress.expect("model", v.bytes + (SITE.assets[base + tokFile] || 0));
+    const modelFiles = Promise.all([tokFile, v.file].map((f) => getAsset(base + f, (n) => progress.add("model", n))));
+    modelFiles.catch(() => {});
+    const [runtime, url] = await Promise.all([fetchRuntime(progress), workerURL()]);
+    const worker = new Worker(url, { type: "module", name: "pocketlm" });
+    const model = new Model(worker, name);
+    model.onPhase = (msg) => progress.report(msg.phase, msg.message);
+    try {
+      const files = {};
+      for (const [path, key] of Object.entries(WORKER_KEYS)) files[key] = runtime[path].slice().buffer;
+      const lock = new TextDecoder().decode(runtime["vendor/pyodide/pyodide-lock.json"]);
+      const indexURL = new URL("vendor/pyodide/", location.href).href;
+      const t1 = performance.now();
+      const rt = await withTimeout(model.request("init", { files, lock, indexURL, threads }, Object.values(files)),
+        timeoutMs, "Starting the Python and ONNX runtimes");
+      const [tokBytes, onnxBytes] = await modelFiles;
+      const digests = {
+        [tokFile]: [await sha256(tokBytes), tokBytes.length],
+        [v.file]: [await sha256(onnxBytes), onnxBytes.length],
+      };
+      const t2 = performance.now();
+      const loaded = await withTimeout(model.request("load", {
+        manifestText, tokenizerText: new TextDecoder().decode(tokBytes), variant, digests, onnx: onnxBytes.buffer,
+        warmup: options.warmup,
+      }, [onnxBytes.buffer]), timeoutMs, `Loading model ${name}`);
+      model.variant = loaded.variant;
+      model.manifest = manifest;
+      model.threads = threads;
+      model.stats = { load_ms: performance.now() - t0, runtime_ms: rt.ms, model_ms: performance.now() - t2,
+        wait_ms: t1 - t0, warmup_ms: loaded.ms.warmup, warmup_steps: loaded.warm.steps };
+      progress.report("model", "ready");
+      return model;
+    } catch (err) {
+      worker.terminate();
+      throw err;
+    }
+  }
+
+  window.pocketlm = { load, fileMode: FILE_MODE, site: SITE, LoadError };
+})();

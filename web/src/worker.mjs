@@ -1,0 +1,153 @@
+// The inference worker (a module worker; Pyodide 314 refuses classic workers). It fetches nothing:
+// the page hands it every asset as bytes (fetched over http, or decoded from scripts built into the
+// page on file://), so the same code runs in both modes. Code assets are imported from blob: URLs this
+// worker makes itself (on file:// the worker is a data: URL and cannot load URLs the page made).
+//
+// Page -> worker messages                       worker -> page
+//   {type: "init", id, files, lock, indexURL, threads} {type: "done", id, value: {ms, threads}}
+//   {type: "load", id, manifestText, tokenizerText,    {type: "done", id, value: {variant, ms, warm}}
+//           variant, digests, onnx, warmup}
+//   {type: "generate", id, prompt, options}            {type: "token", id, token_id, text}, {type: "done", id, value: result}
+//   {type: "abort", id}                                (while loading) {type: "progress", phase, message}
+// A failure answers {type: "error", id, message}: one line, for the page to show.
+// Requests are handled one at a time, in order; an abort marks a request so it stops at its next step.
+
+let pyodide = null, ort = null, Engine = null, engine = null, session = null;
+const aborted = new Set();
+let queue = Promise.resolve();
+
+const importBytes = (bytes) => import(URL.createObjectURL(new Blob([bytes], { type: "text/javascript" })));
+
+// A Python exception arrives with its traceback; the page shows the last line without the class path.
+function messageOf(err) {
+  const text = String(err && err.message !== undefined ? err.message : err).trim();
+  if (err && err.type) return text.split("\n").pop().replace(/^[\w.]+: /, "");
+  return text;
+}
+
+async function bootPython(files, lock, indexURL) {
+  postMessage({ type: "progress", phase: "python", message: "starting Python" });
+  const { loadPyodide } = await importBytes(files.pyodide);
+  const asm = await importBytes(files.pyodideAsm);
+  // Pyodide always fetches <indexURL>pyodide.asm.wasm and takes no bytes: answer that one request.
+  const wasmURL = indexURL + "pyodide.asm.wasm";
+  const realFetch = self.fetch;
+  self.fetch = (input, init) => String(input) === wasmURL
+    ? Promise.resolve(new Response(files.pyodideWasm, { headers: { "Content-Type": "application/wasm" } }))
+    : realFetch(input, init);
+  try {
+    pyodide = await loadPyodide({
+      indexURL, createPyodideModule: asm.default, lockFileContents: lock, packages: [],
+      stdLibURL: URL.createObjectURL(new Blob([files.stdlib])),
+    });
+  } finally {
+    self.fetch = realFetch;
+  }
+  // pocketlm ships as a zip of its pure-Python sources, imported with the standard zipimport.
+  pyodide.FS.writeFile("/lib/pocketlm.zip", new Uint8Array(files.pocketlm));
+  await pyodide.runPythonAsync("import sys; sys.path.insert(0, '/lib/pocketlm.zip'); import pocketlm.browser");
+}
+
+async function bootOnnx(files, threads) {
+  postMessage({ type: "progress", phase: "onnx", message: "starting onnxruntime" });
+  ort = await importBytes(files.ort);
+  ({ Engine } = await importBytes(files.engine));
+  ort.env.wasm.wasmBinary = files.ortWasm;
+  ort.env.wasm.numThreads = threads;
+  ort.env.wasm.proxy = false;
+}
+
+async function init(msg) {
+  const t0 = performance.now();
+  await Promise.all([bootPython(msg.files, msg.lock, msg.indexURL), bootOnnx(msg.files, msg.threads)]);
+  return { ms: performance.now() - t0, threads: msg.threads };
+}
+
+// Let queued messages (an abort) in between forward passes: session.run resolves as a microtask,
+// so without a macrotask turn an abort would wait for the whole generation.
+let lastYield = 0;
+const channel = new MessageChannel();
+function yieldToMessages() {
+  return new Promise((resolve) => { channel.port1.onmessage = resolve; channel.port2.postMessage(0); });
+}
+function engineForPython(engine) {
+  return {
+    newCache: () => engine.newCache(),
+    length: (id) => engine.length(id),
+    truncate: (id, n) => engine.truncate(id, n),
+    forward: async (id, ids) => {
+      if (performance.now() - lastYield > 5) {
+        await yieldToMessages();
+        lastYield = performance.now();
+      }
+      return engine.forward(id, ids);
+    },
+  };
+}
+
+// Chromium compiles wasm to its optimizing tier only after a few hundred runs: the first generation
+// after load would run 1.5-3x slower (../shared/notes/browser.md). Pay that here, off-screen.
+async function warmUp(engine, budgetMs = 1500, maxSteps = 600) {
+  const id = engine.newCache(), t0 = performance.now();
+  let steps = 0;
+  while (steps < maxSteps && performance.now() - t0 < budgetMs) {
+    if (engine.length(id) >= engine.arch.max_seq_len) engine.truncate(id, 0);
+    await engine.forward(id, [steps % engine.arch.vocab_size]);
+    steps++;
+  }
+  engine.dropCache(id);
+  return { steps, ms: performance.now() - t0 };
+}
+
+async function load(msg) {
+  const t0 = performance.now();
+  postMessage({ type: "progress", phase: "model", message: "checking the model files" });
+  const browser = pyodide.pyimport("pocketlm.browser");
+  const model = browser.PageModel(msg.manifestText, msg.tokenizerText, msg.variant ?? null, JSON.stringify(msg.digests));
+  postMessage({ type: "progress", phase: "model", message: `creating the ${model.variant} session` });
+  let created;
+  try {
+    created = await Engine.create(ort, new Uint8Array(msg.onnx), JSON.parse(msg.manifestText));
+  } catch (err) {
+    throw new Error(`${model.file} could not be loaded by onnxruntime (${messageOf(err)}); re-export the model`);
+  }
+  if (session) session.destroy();
+  if (engine) await engine.session.release();
+  engine = created;
+  const t1 = performance.now();
+  postMessage({ type: "progress", phase: "model", message: "warming up" });
+  const warm = msg.warmup === false ? { steps: 0 } : await warmUp(engine);
+  model.attach(engineForPython(engine));
+  if (msg.warmup !== false) await model.warm_up();
+  session = model;
+  return { variant: model.variant, ms: { session: t1 - t0, warmup: performance.now() - t1 }, warm };
+}
+
+async function generate(msg) {
+  if (!session) throw new Error("no model is loaded");
+  const onToken = (tokenId, text) => postMessage({ type: "token", id: msg.id, token_id: tokenId, text });
+  const cancelled = () => aborted.has(msg.id);
+  const out = await session.generate(msg.prompt, JSON.stringify(msg.options ?? {}), onToken, cancelled);
+  return JSON.parse(out);
+}
+
+const handlers = { init, load, generate };
+
+self.onmessage = (event) => {
+  const msg = event.data;
+  if (msg.type === "abort") {
+    aborted.add(msg.id);
+    return;
+  }
+  const handler = handlers[msg.type];
+  queue = queue.then(async () => {
+    try {
+      if (!handler) throw new Error(`unknown request ${JSON.stringify(msg.type)}`);
+      postMessage({ type: "done", id: msg.id, value: await handler(msg) });
+    } catch (err) {
+      postMessage({ type: "error", id: msg.id, message: messageOf(err) });
+    } finally {
+      aborted.delete(msg.id);
+    }
+  });
+};

@@ -1,0 +1,1 @@
+"""Tools for the static site: build it (`make site`), serve it (`make serve`), measure it."""
