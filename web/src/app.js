@@ -76,6 +76,8 @@
       state.suggestionFor = text;
       state.final = true;
       render();
+      // navigation -> first suggestion on screen (performance.now() counts from navigation start)
+      if (state.firstSuggestionMs === undefined) state.firstSuggestionMs = performance.now();
       showError("");
       $("latency").textContent = `${out.stats.latency_ms.toFixed(1)} ms`;
       $("tps").textContent = out.token_ids.length > 1 ? `${out.stats.tokens_per_s.toFixed(0)} tok/s` : "–";
@@ -139,7 +141,8 @@
     $("loader").classList.remove("done");
     showError("");
     const name = $("model-select").value, variant = $("variant-select").value;
-    const load = pocketlm.load(name, { variant, onProgress });
+    const timeoutMs = params.get("timeout_ms") ? Number(params.get("timeout_ms")) : undefined;
+    const load = pocketlm.load(name, { variant, onProgress, timeoutMs });
     state.loading = load;
     try {
       const model = await load;
