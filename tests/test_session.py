@@ -76,3 +76,18 @@ def test_open_model_rejects_bad_manifest_json_and_unknown_variant():
         open_model("{", read("tokenizer.json"), None, {})
     with pytest.raises(ManifestError, match="has no variant 'q8'"):
         open_model(read("manifest.json"), read("tokenizer.json"), "q8", {})
+
+
+def test_output_does_not_depend_on_what_was_typed_before():
+    """int8 quantizes activations per forward call, so the completer always feeds a prompt as the
+    same chunks: a completion while typing equals the completion of a fresh session."""
+    model = NativeModel(MODEL, variant="int8")
+    manifest, tokenizer = model.manifest, open_model(read("manifest.json"), read("tokenizer.json"), "int8",
+                                                     digests("tokenizer.json", "model.int8.onnx"))[1]
+    typing = ModelSession(manifest, tokenizer, model)
+    typed = "SELECT count(*) FROM singer WHERE Age >"
+    for n in range(0, len(typed) + 1, 3):
+        prefix = typed[:n]
+        fresh = ModelSession(manifest, tokenizer, model)
+        assert asyncio.run(typing.generate(prefix, {"schema": SCHEMA}))["token_ids"] == \
+            asyncio.run(fresh.generate(prefix, {"schema": SCHEMA}))["token_ids"], prefix

@@ -7,6 +7,7 @@ between calls: while the user types, only the query prefix is re-run.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 from .constraints import TokenBytesIndex
@@ -56,20 +57,31 @@ class SqlCompleter:
             reserve=min(options.max_new_tokens, arch.max_seq_len // 2),
         )
         ids = prompt.ids
-        keep = common_prefix(self._cached_ids, ids)
-        keep = min(keep, len(ids) - 1)  # feed at least one token to get logits
-        self._cache.truncate(keep)
-        self._cached_ids = ids[:keep]  # what the cache surely holds if generate() fails or is interrupted
+        # The prompt is always fed as the same two chunks: the schema (minus the separator's last
+        # token), then the rest. Why: the int8 variants quantize activations with one scale per
+        # forward call, so logits depend on which tokens were fed together; fixed chunks make the
+        # output a function of (schema, prefix) alone, whatever was typed before. The schema chunk
+        # is the part reused while the user types.
+        split = len(prompt.schema_ids) - 1
+        reused = common_prefix(self._cached_ids, ids) >= split
+        t0 = time.perf_counter()
+        self._cache.truncate(split if reused else 0)
+        self._cached_ids = ids[:split] if reused else []  # what the cache surely holds if a call fails
+        if not reused:
+            await self.backend.forward(ids[:split], self._cache)
+            self._cached_ids = ids[:split]
+        schema_ms = (time.perf_counter() - t0) * 1000.0
         constraint = sql.SqlNameConstraint(self.index, schema, prefix, prompt.heal, finish_names)
         result = await generate(
-            self.backend.forward, self._cache, ids[keep:], options, eos_id=tok.eos_id,
-            decode_bytes=self.tokenizer.decode_bytes, start_pos=keep, max_seq_len=arch.max_seq_len,
+            self.backend.forward, self._cache, ids[split:], options, eos_id=tok.eos_id,
+            decode_bytes=self.tokenizer.decode_bytes, start_pos=split, max_seq_len=arch.max_seq_len,
             constraint=constraint, skip_bytes=prompt.heal, on_token=on_token, cancelled=cancelled,
         )
         # the cache holds every token fed: the prompt, then each generated token but the last
         self._cached_ids = (ids + result.token_ids)[: self._cache.length]
         result.stats["truncated_tokens"] = prompt.truncated
-        result.stats["reused_tokens"] = keep
+        result.stats["reused_tokens"] = split if reused else 0
+        result.stats["schema_ms"] = schema_ms
         return result
 
 
