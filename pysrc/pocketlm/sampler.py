@@ -14,6 +14,7 @@ softmax -> min-p -> top-p -> draw with a seeded `random.Random`.
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from dataclasses import dataclass, fields
@@ -88,12 +89,16 @@ def argmax(values: Sequence[float], allowed: Iterable[int] | None = None) -> int
     >>> argmax([1.0, 3.0, 3.0]), argmax([1.0, 3.0, 2.0], allowed=[0, 2])
     (1, 2)
     """
-    best, best_value = -1, -math.inf
-    indices = range(len(values)) if allowed is None else sorted(allowed)
-    for i in indices:
-        v = values[i]
-        if v > best_value:
-            best, best_value = i, v
+    if allowed is None and values:
+        best = max(range(len(values)), key=values.__getitem__)  # max keeps the first of equal values
+        if values[best] == -math.inf:
+            best = -1
+    else:
+        best, best_value = -1, -math.inf
+        for i in (range(len(values)) if allowed is None else sorted(allowed)):
+            v = values[i]
+            if v > best_value:
+                best, best_value = i, v
     if best < 0:
         raise SamplingError("no token can be sampled: every candidate is masked or -inf")
     return best
@@ -114,20 +119,27 @@ class Sampler:
     ) -> int:
         """logits: [vocab] floats for one position; generated: ids produced so far; allowed: mask or None."""
         o = self.options
-        logits = _checked(logits)
+        logits, finite = _checked(logits)
         if o.repetition_penalty != 1.0 and generated:
             for t in set(generated):  # CTRL-style: shrink positive logits, grow negative ones
                 v = logits[t]
                 logits[t] = v / o.repetition_penalty if v > 0 else v * o.repetition_penalty
-        candidates = list(range(len(logits))) if allowed is None else sorted(set(allowed))
-        candidates = [i for i in candidates if logits[i] != -math.inf]
+        if allowed is None and finite:  # the common case, kept to C-level loops: no mask, no -inf
+            candidates: Sequence[int] = range(len(logits))
+        else:
+            candidates = range(len(logits)) if allowed is None else sorted(set(allowed))
+            candidates = [i for i in candidates if logits[i] != -math.inf]
         if not candidates:
             raise SamplingError("no token can be sampled: every candidate is masked or -inf")
         if o.temperature == 0.0:
-            return argmax(logits, candidates)
-        scaled = sorted(((logits[i] / o.temperature, i) for i in candidates), key=lambda p: (-p[0], p[1]))
+            return argmax(logits, None if isinstance(candidates, range) else candidates)
+        # descending by scaled logit, ties -> lowest id (both are stable); top-k keeps the k first
+        values = [v / o.temperature for v in logits]
         if o.top_k:
-            scaled = scaled[: o.top_k]
+            order = heapq.nlargest(o.top_k, candidates, key=values.__getitem__)
+        else:
+            order = sorted(candidates, key=values.__getitem__, reverse=True)
+        scaled = [(values[i], i) for i in order]
         top = scaled[0][0]
         weights = [math.exp(v - top) for v, _ in scaled]  # unnormalized softmax, descending
         total = sum(weights)
@@ -152,13 +164,19 @@ class Sampler:
         return scaled[-1][1]  # rounding left r == 0 at the end
 
 
-def _checked(logits: Sequence[float]) -> list[float]:
-    """A mutable float copy; NaN or +inf means a broken model, which is an error, not a token."""
-    values = [float(v) for v in logits]
+def _checked(logits: Sequence[float]) -> tuple[list[float], bool]:
+    """A mutable float copy, and whether every value is finite.
+
+    NaN or +inf means a broken model, which is an error, not a token; -inf is a masked token.
+    One C-level sum() finds out whether anything is non-finite; only then are values scanned.
+    """
+    values = logits.tolist() if hasattr(logits, "tolist") else list(logits)
+    if math.isfinite(sum(values)):
+        return values, True
     for i, v in enumerate(values):
         if v != v or v == math.inf:
             raise SamplingError(
                 f"the model produced an invalid logit ({v}) at token {i}: the model file is broken "
                 "or was exported wrongly; re-export it"
             )
-    return values
+    return values, False
