@@ -1,0 +1,82 @@
+"""`make site`: what the build writes, what it refuses, and that it never leaves a half-built site."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from webtools.build_site import BuildError, build
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OWN_FILES = ["index.html", "site-config.js", "pocketlm.js", "app.js", "style.css", "worker.mjs", "engine.mjs"]
+URL = re.compile(r"\b(?:https?|wss?|ftp)://[^\s\"'`)<>]+")
+
+
+def site_files(site):
+    for dirpath, _, names in os.walk(site):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            yield os.path.relpath(path, site).replace(os.sep, "/"), path
+
+
+def test_the_pages_own_files_name_no_url_at_all(site_dir):
+    for rel in OWN_FILES:
+        with open(os.path.join(site_dir, rel), encoding="utf-8") as f:
+            assert not URL.findall(f.read()), rel
+
+
+def test_vendor_code_names_no_fetchable_remote_url(site_dir):
+    """Vendor JavaScript keeps only a help link in a warning and a URL template; the CDN default
+    of Pyodide is rewritten by the build. Embedded copies are checked the same way."""
+    allowed = {"https://web.dev/cross-origin-isolation-guide/", "https://${t}"}
+    checked = 0
+    for rel, path in site_files(site_dir):
+        if not rel.endswith((".js", ".mjs", ".json", ".html", ".css")):
+            continue
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        if rel.startswith("embed/"):
+            b64 = re.fullmatch(r'pocketlmEmbedded\("[^"]+", "([A-Za-z0-9+/=]*)"\);\n', text).group(1)
+            data = gzip.decompress(base64.b64decode(b64))
+            if not rel.endswith((".js.js", ".mjs.js", ".json.js")):
+                continue  # embedded wasm, zip and onnx are binaries
+            text = data.decode("utf-8")
+        assert set(URL.findall(text)) <= allowed, rel
+        checked += 1
+    assert checked > 10
+
+
+def test_every_worker_asset_is_embedded_for_file_mode(site_dir):
+    for rel, path in site_files(site_dir):
+        if rel.startswith(("vendor/", "models/", "py/")) or rel in ("worker.mjs", "engine.mjs"):
+            embed = os.path.join(site_dir, "embed", rel + ".js")
+            with open(embed, encoding="ascii") as f:
+                b64 = f.read().split('"')[3]
+            with open(path, "rb") as f:
+                assert gzip.decompress(base64.b64decode(b64)) == f.read(), rel
+
+
+def test_a_failed_build_leaves_the_previous_site_in_place(site_dir, tmp_path):
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / "index.html").write_text("the previous site")
+    broken = tmp_path / "not-a-model"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{")
+    with pytest.raises(BuildError, match="not-a-model is not a model folder"):
+        build(str(out), [str(broken)])
+    assert (out / "index.html").read_text() == "the previous site"
+    assert not (tmp_path / "site.tmp").exists() or not (tmp_path / "site.tmp" / "index.html").exists()
+
+
+def test_cli_error_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "webtools.build_site", "--out", str(tmp_path / "s"),
+                           "--model", str(tmp_path / "missing")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
