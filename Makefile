@@ -10,7 +10,7 @@ EVAL_ARGS ?=
 PORT ?= 8000
 export PYTHONPATH := $(CURDIR)/pysrc:$(CURDIR)
 
-.PHONY: demo test export eval golden setup clean-venv site serve
+.PHONY: demo test export eval golden setup clean-venv site serve measure-page
 
 $(VENV)/.installed: requirements.txt
 	$(PY) -m venv $(VENV)
@@ -49,6 +49,10 @@ demo: setup
 # Build the static site (HTML from web/templates/, runtimes from web/node_modules, models) into site/.
 site: setup
 	$(PYTHON) -m webtools.build_site
+
+# Measure the built page headless (both ways of opening it) against native onnxruntime; a benchmark, not a test.
+measure-page: site
+	$(PYTHON) -m webtools.measure_page --json runs/measure-page.json
 
 # Serve site/ on 127.0.0.1 with the cross-origin isolation headers onnxruntime-web needs for threads.
 serve: site

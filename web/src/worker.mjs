@@ -87,7 +87,9 @@ function engineForPython(engine) {
 
 // Chromium compiles wasm to its optimizing tier only after a few hundred runs: the first generation
 // after load would run 1.5-3x slower (../shared/notes/browser.md). Pay that here, off-screen.
-async function warmUp(engine, budgetMs = 1500, maxSteps = 600) {
+// Measured (README, "Warm-up"): 200 steps give the steady-state step and prefill times; 600 did not
+// do better and cost another ~0.8 s of load.
+async function warmUp(engine, budgetMs = 1000, maxSteps = 200) {
   const id = engine.newCache(), t0 = performance.now();
   let steps = 0;
   while (steps < maxSteps && performance.now() - t0 < budgetMs) {
