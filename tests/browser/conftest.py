@@ -72,8 +72,8 @@ def server(site_dir):
     srv.server_close()
 
 
-@pytest.fixture(scope="session")
-def browser():
+@pytest.fixture(scope="module")  # not session: Playwright's sync API keeps an event loop running in
+def browser():                    # this thread while it is open, which breaks asyncio.run in other tests
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium); .ci/run does")
     from playwright.sync_api import sync_playwright
