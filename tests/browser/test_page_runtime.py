@@ -147,3 +147,31 @@ def test_bad_sampling_options_are_rejected_with_a_specific_message(page, server)
     assert messages[1].startswith("top_p must be in (0, 1]")
     assert messages[2].startswith("top_k must be an integer")
     assert messages[3].startswith("unknown options ['temprature']")
+
+
+THREADS = """async ([schema, prefix]) => {
+  const auto = await pocketlm.load("sql-autocomplete", {variant: "fp32"});
+  // by manifest URL rather than by name, with two threads
+  const two = crossOriginIsolated ? await pocketlm.load("models/sql-autocomplete/manifest.json", {variant: "fp32", threads: 2}) : null;
+  const rows = {isolated: crossOriginIsolated, auto_threads: auto.threads,
+                auto: (await auto.generate(prefix, {schema})).token_ids,
+                two: two && (await two.generate(prefix, {schema})).token_ids};
+  auto.dispose();
+  if (two) two.dispose();
+  return rows;
+}"""
+
+
+def test_served_page_is_isolated_and_runs_with_two_threads(page, page_url, native_outputs):
+    """make serve's headers make the page cross-origin isolated, so onnxruntime-web may use threads;
+    file:// never is. The page picks one thread by default (measured faster here); two give the
+    same tokens. The two-thread model is loaded by its manifest URL instead of its name."""
+    with open(SCHEMA_FILE, encoding="utf-8") as f:
+        schema = f.read()
+    page.goto(page_url + "?autoload=0")
+    r = page.evaluate(THREADS, [schema, "SELECT name FROM"])
+    expected = native_outputs[("fp32", "SELECT name FROM")]["token_ids"]
+    assert r["isolated"] == page_url.startswith("http")
+    assert r["auto_threads"] == 1 and r["auto"] == expected
+    if r["isolated"]:
+        assert r["two"] == expected
