@@ -126,7 +126,7 @@
     for (const [name, bytes] of Object.entries(m.variants)) {
       const opt = document.createElement("option");
       opt.value = name;
-      opt.textContent = `${name} (${mb(bytes)} MB)${name === m.default_variant ? " — default" : ""}`;
+      opt.textContent = `${name}, ${mb(bytes)} MB${name === m.default_variant ? " (default)" : ""}`;
       select.appendChild(opt);
     }
     select.value = params.get("variant") && m.variants[params.get("variant")] ? params.get("variant") : m.default_variant;
