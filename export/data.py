@@ -194,3 +194,21 @@ def make_groups(
             group.segment += [seg_id] * len(seg)
             group.targets += seg[1:] + [-100]
     return groups
+
+
+class SqlTrainingData:
+    """sql-autocomplete's training data for export.train.train: databases packed by make_groups."""
+
+    def __init__(self, tokenizer, train_dbs, val_dbs, *, bos_id: int, eos_id: int, max_seq_len: int, cfg):
+        self.tokenizer, self.train_dbs, self.val_dbs, self.cfg = tokenizer, train_dbs, val_dbs, cfg
+        self.group_args = dict(bos_id=bos_id, eos_id=eos_id, max_seq_len=max_seq_len, group_tokens=cfg.group_tokens)
+        self.pool = sorted({name for schema, _ in train_dbs.values() for name in schema_identifiers(schema)})
+        self.key = list(train_dbs.items())
+
+    def val_groups(self) -> list[Group]:
+        return make_groups(self.tokenizer, self.val_dbs, rng=random.Random(0), shuffle_tables=0.0, **self.group_args)
+
+    def train_groups(self, rng: random.Random) -> list[Group]:
+        cfg = self.cfg
+        return make_groups(self.tokenizer, self.train_dbs, rng=rng, shuffle_tables=cfg.shuffle_tables,
+                           rename=cfg.rename, rename_share=cfg.rename_share, pool=self.pool, **self.group_args)

@@ -21,11 +21,13 @@ import onnxruntime as ort
 import torch
 
 from export import onnx_graph, quantize
-from export.data import group_by_database, read_sql_rows, split_by_database
+from export.data import SqlTrainingData, group_by_database, read_sql_rows, split_by_database
+from export.data_reminders import ReminderTrainingData, read_reminder_rows, split_rows
 from export.recipes import Recipe
 from export.tokenizer_train import check_parity, save_tokenizer, train_tokenizer
 from export.train import fingerprint, train
 from pocketlm.manifest import GraphContract, Manifest, TokenizerInfo, Variant, load_manifest, sha256_file
+from pocketlm.tasks import reminders
 from pocketlm.tokenizer import Tokenizer
 
 VARIANTS = {  # name -> (file, quantization)
@@ -41,31 +43,56 @@ class ExportError(RuntimeError):
 
 
 def write_split(recipe: Recipe, data_dir: str, run_root: str):
-    """Split the data by database and write runs/<name>/{train,val}.jsonl; returns the split."""
+    """Split the data (sql: by database; reminders: seeded rows) and write runs/<name>/{train,val}.jsonl.
+
+    Returns (message, train rows, validation rows, training info for the manifest).
+    """
     run_dir = os.path.join(run_root, recipe.name)
     os.makedirs(run_dir, exist_ok=True)
     data_path = os.path.join(data_dir, recipe.data_file)
-    rows = read_sql_rows(data_path)
-    train_rows, val_rows, val_dbs = split_by_database(rows, recipe.val_fraction, recipe.split_seed)
+    if recipe.task == "reminders":
+        rows = read_reminder_rows(data_path)
+        train_rows, val_rows = split_rows(rows, recipe.val_fraction, recipe.split_seed)
+        message = f"data: {len(rows)} unique requests; validation: {len(val_rows)} of them -> {run_dir}/val.jsonl"
+        info = {"val_rows": len(val_rows)}
+    else:
+        rows = read_sql_rows(data_path)
+        train_rows, val_rows, val_dbs = split_by_database(rows, recipe.val_fraction, recipe.split_seed)
+        message = (f"data: {len(rows)} unique queries over {len({r['db_id'] for r in rows})} databases; "
+                   f"validation: {len(val_rows)} queries from {len(val_dbs)} held-out databases -> {run_dir}/val.jsonl")
+        info = {"val_dbs": val_dbs}
     _write_jsonl(os.path.join(run_dir, "val.jsonl"), val_rows)
     _write_jsonl(os.path.join(run_dir, "train.jsonl"), train_rows)
-    return (f"data: {len(rows)} unique queries over {len({r['db_id'] for r in rows})} databases; "
-            f"validation: {len(val_rows)} queries from {len(val_dbs)} held-out databases -> {run_dir}/val.jsonl",
-            train_rows, val_rows, val_dbs)
+    return message, train_rows, val_rows, info
+
+
+def _texts(recipe: Recipe, rows: list[dict]) -> list[str]:
+    """The texts the tokenizer is trained on (and checked against the tokenizers library with)."""
+    if recipe.task == "reminders":
+        return [r["text"] for r in rows] + [" " + reminders.target_text(r) for r in rows]
+    return [r["schema"] for r in rows] + [r["sql"] for r in rows]
+
+
+def _training_data(recipe: Recipe, tokenizer, train_rows, val_rows):
+    args = dict(bos_id=SPECIALS["bos_id"], eos_id=SPECIALS["eos_id"], max_seq_len=recipe.arch.max_seq_len,
+                cfg=recipe.train)
+    if recipe.task == "reminders":
+        return ReminderTrainingData(tokenizer, train_rows, val_rows, **args)
+    return SqlTrainingData(tokenizer, group_by_database(train_rows), group_by_database(val_rows), **args)
 
 
 def export_model(recipe: Recipe, data_dir: str, out_root: str, run_root: str, log=print) -> str:
     """Run every stage for `recipe`; returns the model folder path."""
     run_dir = os.path.join(run_root, recipe.name)
     data_path = os.path.join(data_dir, recipe.data_file)
-    message, train_rows, val_rows, val_dbs = write_split(recipe, data_dir, run_root)
+    message, train_rows, val_rows, split_info = write_split(recipe, data_dir, run_root)
     log(message)
 
     log("stage 1/4: tokenizer")
-    texts = [r["schema"] for r in train_rows] + [r["sql"] for r in train_rows]
+    texts = _texts(recipe, train_rows)
     tok_path = _tokenizer_stage(recipe, texts, run_dir)
     tokenizer = Tokenizer.from_file(tok_path)
-    mismatch = check_parity(tok_path, texts + [r["sql"] for r in val_rows] + [r["schema"] for r in val_rows])
+    mismatch = check_parity(tok_path, texts + _texts(recipe, val_rows))
     if mismatch is not None:
         raise ExportError(f"pure-Python tokenizer differs from the tokenizers library on {mismatch!r}")
     if tokenizer.vocab_size != recipe.arch.vocab_size:
@@ -73,11 +100,8 @@ def export_model(recipe: Recipe, data_dir: str, out_root: str, run_root: str, lo
                           f"{recipe.arch.vocab_size}: the corpus is too small for this vocabulary size")
 
     log("stage 2/4: training")
-    model, summary = train(
-        recipe.arch, recipe.train, tokenizer, group_by_database(train_rows),
-        group_by_database(val_rows), bos_id=SPECIALS["bos_id"], eos_id=SPECIALS["eos_id"],
-        run_dir=run_dir, log=log,
-    )
+    data = _training_data(recipe, tokenizer, train_rows, val_rows)
+    model, summary = train(recipe.arch, recipe.train, data, run_dir=run_dir, log=log)
 
     log("stage 3/4: ONNX variants")
     out_dir = os.path.abspath(os.path.join(out_root, recipe.name))
@@ -98,7 +122,7 @@ def export_model(recipe: Recipe, data_dir: str, out_root: str, run_root: str, lo
             prompt=recipe.prompt,
             sampling=recipe.sampling,
             training={**summary, "data": recipe.data_file, "data_sha256": sha256_file(data_path),
-                      "val_fraction": recipe.val_fraction, "split_seed": recipe.split_seed, "val_dbs": val_dbs},
+                      "val_fraction": recipe.val_fraction, "split_seed": recipe.split_seed, **split_info},
         )
         with open(os.path.join(staging, "manifest.json"), "w", encoding="utf-8") as f:
             f.write(manifest.to_json())

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from export.train import TrainConfig
 from pocketlm.manifest import Architecture
-from pocketlm.tasks import sql
+from pocketlm.tasks import reminders, sql
 
 
 class RecipeError(ValueError):
@@ -22,7 +22,7 @@ class RecipeError(ValueError):
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    task: str  # the pocketlm task module that formats prompts ("sql")
+    task: str  # the pocketlm task module that formats prompts ("sql", "reminders")
     data_file: str  # training data, relative to DATA (../shared/data by default)
     vocab_size: int  # BPE vocabulary including the 3 special tokens
     arch: Architecture
@@ -46,6 +46,21 @@ RECIPES = {
         prompt={"format": sql.FORMAT, "separator": sql.SEPARATOR, "stop": list(sql.STOP_STRINGS),
                 "heal_last_pretoken": True, "finish_names": True},
         sampling={"max_new_tokens": 16, "temperature": 0.0, "stop": list(sql.STOP_STRINGS)},
+    ),
+    # The sizes of sql-autocomplete (same trainer, same graph); requests are short, so the context is too.
+    "reminder-extract": Recipe(
+        name="reminder-extract",
+        task="reminders",
+        data_file="reminders/train.jsonl",
+        vocab_size=2048,
+        arch=Architecture(vocab_size=2048, dim=256, n_layers=4, n_heads=8, n_kv_heads=8, hidden_dim=768,
+                          max_seq_len=256),
+        train=TrainConfig(steps=360, batch_tokens=6144, group_tokens=1024, lr=3e-3, warmup=30, ckpt_every=50,
+                          eval_every=120),
+        val_fraction=0.05,
+        prompt={"format": reminders.FORMAT, "separator": reminders.SEPARATOR, "keys": list(reminders.KEYS),
+                "max_input_tokens": reminders.MAX_INPUT_TOKENS},
+        sampling={"max_new_tokens": reminders.MAX_OUTPUT_TOKENS, "temperature": 0.0},
     ),
 }
 

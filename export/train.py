@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from export.data import Group, make_groups, schema_identifiers
+from export.data import Group
 from export.model import Transformer
 from pocketlm.manifest import Architecture
 
@@ -106,11 +106,12 @@ def evaluate(model: Transformer, groups: list[Group], batch_tokens: int) -> dict
     return {"loss": total_loss / max(total, 1), "acc": total_correct / max(total, 1), "tokens": total}
 
 
-def train(
-    arch: Architecture, cfg: TrainConfig, tokenizer, train_dbs, val_dbs, *, bos_id: int, eos_id: int,
-    run_dir: str, log=print,
-) -> tuple[Transformer, dict]:
-    """Train (or resume) and return the model and a summary dict for the manifest."""
+def train(arch: Architecture, cfg: TrainConfig, data, *, run_dir: str, log=print) -> tuple[Transformer, dict]:
+    """Train (or resume) and return the model and a summary dict for the manifest.
+
+    data: the task's training data (export.data.SqlTrainingData, export.data_reminders.ReminderTrainingData):
+    `key` (what a checkpoint must match to be resumed), `val_groups()`, `train_groups(rng)`.
+    """
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     model = Transformer(arch)
@@ -119,7 +120,7 @@ def train(
     )
     os.makedirs(run_dir, exist_ok=True)
     ckpt_path = os.path.join(run_dir, "ckpt.pt")
-    key = fingerprint(arch, cfg, list(train_dbs.items()))
+    key = fingerprint(arch, cfg, data.key)
     step = 0
     if os.path.exists(ckpt_path):
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -130,9 +131,7 @@ def train(
             log(f"resuming training from step {step} ({ckpt_path})")
         else:
             log(f"ignoring checkpoint {ckpt_path}: it was made with another config or data")
-    group_args = dict(bos_id=bos_id, eos_id=eos_id, max_seq_len=arch.max_seq_len, group_tokens=cfg.group_tokens)
-    val_groups = make_groups(tokenizer, val_dbs, rng=random.Random(0), shuffle_tables=0.0, **group_args)
-    pool = sorted({name for schema, _ in train_dbs.values() for name in schema_identifiers(schema)})
+    val_groups = data.val_groups()
     log(f"model: {model.num_params() / 1e6:.2f} M parameters")
     current: dict[int, list] = {}  # the batches of one epoch at a time
     epoch_sizes: dict[int, int] = {}  # batches per epoch, remembered so earlier epochs are built once
@@ -141,8 +140,7 @@ def train(
         if epoch not in current:
             current.clear()
             rng = random.Random(cfg.seed * 1000 + epoch)
-            groups = make_groups(tokenizer, train_dbs, rng=rng, shuffle_tables=cfg.shuffle_tables,
-                                 rename=cfg.rename, rename_share=cfg.rename_share, pool=pool, **group_args)
+            groups = data.train_groups(rng)
             current[epoch] = batches_for_epoch(groups, cfg.batch_tokens, rng)
             epoch_sizes[epoch] = len(current[epoch])
         return current[epoch]

@@ -8,7 +8,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PURE = [
     "pocketlm", "pocketlm.manifest", "pocketlm.tokenizer", "pocketlm.sampler", "pocketlm.generate",
     "pocketlm.constraints", "pocketlm.completer", "pocketlm.ngram", "pocketlm.tasks.sql", "pocketlm.evals.sql",
-    "pocketlm.native", "pocketlm.browser", "pocketlm.__main__",
+    "pocketlm.native", "pocketlm.browser", "pocketlm.__main__", "pocketlm.session", "pocketlm.json_constraint",
+    "pocketlm.extractor", "pocketlm.tasks.reminders", "pocketlm.evals.reminders",
 ]
 
 PROBE = """

@@ -45,7 +45,7 @@ RUNTIME_FILES = {
     "vendor/ort/ort.wasm.bundle.min.mjs": "onnxruntime-web/dist/ort.wasm.bundle.min.mjs",
     "vendor/ort/ort-wasm-simd-threaded.wasm": "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm",
 }
-PAGE_FILES = ["pocketlm.js", "app.js", "style.css"]  # loaded by index.html itself
+PAGE_FILES = ["pocketlm.js", "app.js", "reminders.js", "style.css"]  # loaded by index.html itself
 WORKER_FILES = ["worker.mjs", "engine.mjs"]  # handed to the worker as bytes
 # Vendor code defaults that would fetch from a CDN if ever used; the page passes its own URLs, and
 # the build rewrites these so that even a fallback cannot leave the origin.

@@ -1,4 +1,4 @@
-"""Command line: `python -m pocketlm complete ...` and `python -m pocketlm eval sql ...`.
+"""Command line: `python -m pocketlm complete|extract ...` and `python -m pocketlm eval sql|reminders ...`.
 
 Errors are one line on stderr (exit status 2), never a traceback.
 """
@@ -52,7 +52,42 @@ def cmd_complete(args) -> int:
     return 0
 
 
+def cmd_extract(args) -> int:
+    from .extractor import ReminderExtractor
+
+    model, tokenizer = _load(args.model, args.variant, args.threads)
+    extractor = ReminderExtractor(model.manifest, tokenizer, model)
+    options = extractor.options(max_new_tokens=args.max_new_tokens)
+    result = asyncio.run(extractor.extract(args.text, options, response_format=None if args.unconstrained else "default"))
+    if args.json:
+        print(json.dumps({"text": result.text, "token_ids": result.token_ids, "stop_reason": result.stop_reason,
+                          "stats": result.stats}, ensure_ascii=False))
+    else:
+        print(result.text)
+    return 0
+
+
+def cmd_eval_reminders(args) -> int:
+    from .evals import reminders as rem_eval
+    from .evals.sql import print_progress
+    from .extractor import ReminderExtractor
+
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be a positive number of rows, got {args.limit}")
+    model, tokenizer = _load(args.model, args.variant, args.threads)
+    rows = rem_eval.read_reminder_rows(args.data, args.limit)
+    if not rows:
+        raise ValueError(f"{args.data} holds no rows")
+    extractor = ReminderExtractor(model.manifest, tokenizer, model)
+    report = asyncio.run(rem_eval.evaluate(extractor, rows, progress=None if args.quiet else print_progress))
+    report["variant"] = args.variant or model.manifest.default_variant
+    print(json.dumps(report))
+    return 0
+
+
 def cmd_eval(args) -> int:
+    if args.task == "reminders":
+        return cmd_eval_reminders(args)
     from .evals import sql as sql_eval
 
     if args.limit is not None and args.limit < 1:
@@ -96,10 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-finish-names", action="store_true", help="do not finish a half-typed word with a schema name")
     p.set_defaults(func=cmd_complete)
 
+    x = sub.add_parser("extract", help="turn a request into the reminder JSON (reminder-extract models)")
+    x.add_argument("text", help="the request, e.g. 'remind me at 7pm to walk the dog'")
+    x.add_argument("--model", required=True, help="model folder (holds manifest.json)")
+    x.add_argument("--variant", choices=["fp32", "int8", "q4"], default=None, help="default: the manifest's")
+    x.add_argument("--max-new-tokens", type=int, default=None)
+    x.add_argument("--threads", type=int, default=1)
+    x.add_argument("--unconstrained", action="store_true", help="no schema-constrained decoding (for comparison)")
+    x.add_argument("--json", action="store_true", help="print text, token ids, stop reason and timings as JSON")
+    x.set_defaults(func=cmd_extract)
+
     e = sub.add_parser("eval", help="evaluate a model on a task's data")
-    e.add_argument("task", choices=["sql"])
+    e.add_argument("task", choices=["sql", "reminders"])
     e.add_argument("--model", required=True)
-    e.add_argument("--data", required=True, help="JSON lines with fields schema and sql")
+    e.add_argument("--data", required=True,
+                   help="JSON lines: sql: fields schema and sql; reminders: text, time, reminder (recurrence optional)")
     e.add_argument("--train", help="training JSON lines for the n-gram baseline (validation databases excluded)")
     e.add_argument("--limit", type=int, default=None)
     e.add_argument("--variant", choices=["fp32", "int8", "q4"], default=None)

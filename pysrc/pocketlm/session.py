@@ -21,7 +21,7 @@ from .sampler import SamplingError, SamplingOptions
 from .tokenizer import Tokenizer
 
 # Options that are the task's inputs rather than sampling settings, per manifest.task.
-TASK_INPUTS = {"sql": ("schema",)}
+TASK_INPUTS = {"sql": ("schema",), "reminders": ("response_format", "copy_input")}
 
 
 def option_names(task: str) -> set[str]:
@@ -71,6 +71,10 @@ class ModelSession:
             from .completer import SqlCompleter
 
             self.runner = SqlCompleter(manifest, tokenizer, backend)
+        elif manifest.task == "reminders":
+            from .extractor import ReminderExtractor
+
+            self.runner = ReminderExtractor(manifest, tokenizer, backend)
         else:
             raise ManifestError(f"task {manifest.task!r} of model {manifest.name!r} is not supported by this pocketlm")
 
@@ -85,19 +89,39 @@ class ModelSession:
             raise SamplingError(f"unknown options {unknown}; known: {sorted(option_names(self.manifest.task))}")
         inputs = {k: options.pop(k) for k in TASK_INPUTS.get(self.manifest.task, ()) if k in options}
         for key, value in inputs.items():
-            if value is not None and not isinstance(value, str):
-                raise SamplingError(f"{key} must be a string, got {type(value).__name__}")
+            if value is None:
+                continue
+            if key == "schema" and not isinstance(value, str):
+                raise SamplingError(f"schema must be a string, got {type(value).__name__}")
+            if key == "response_format" and not (isinstance(value, dict) or value in ("default", "none")):
+                raise SamplingError(f"response_format must be a JSON schema object, 'default' or 'none', got {value!r}")
+            if key == "copy_input" and not isinstance(value, bool):
+                raise SamplingError(f"copy_input must be true or false, got {value!r}")
         return SamplingOptions.from_dict(self.manifest.sampling, **options), inputs
 
     async def generate(self, prompt: str, options: dict[str, Any] | None = None,
                        on_token: Callable[[int, str], Any] | None = None,
                        cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
-        """For sql-autocomplete: `prompt` is the query typed so far, options["schema"] the schema text;
-        result["text"] is what to append to the prompt."""
+        """sql-autocomplete: `prompt` is the query typed so far, options["schema"] the schema text;
+        result["text"] is what to append to the prompt.
+        reminder-extract: `prompt` is the request; result["text"] is the JSON text and result["json"]
+        the parsed object (None if unconstrained output does not parse). options["response_format"]:
+        a JSON schema (the subset in pocketlm.json_constraint), "default" (the task's) or "none";
+        options["copy_input"] (default true): string values must be copied from the request."""
         if not isinstance(prompt, str):
             raise SamplingError(f"prompt must be a string, got {type(prompt).__name__}")
         sampling, inputs = self.options(options)
-        result = await self.runner.complete(inputs.get("schema") or "", prompt, sampling,
-                                            on_token=on_token, cancelled=cancelled)
+        extra: dict[str, Any] = {}
+        if self.manifest.task == "reminders":
+            from .extractor import parse_json
+
+            fmt = inputs.get("response_format") or "default"
+            result = await self.runner.extract(prompt, sampling, response_format=None if fmt == "none" else fmt,
+                                               copy_input=inputs.get("copy_input", True) is not False,
+                                               on_token=on_token, cancelled=cancelled)
+            extra["json"] = parse_json(result.text)
+        else:
+            result = await self.runner.complete(inputs.get("schema") or "", prompt, sampling,
+                                                on_token=on_token, cancelled=cancelled)
         return {"text": result.text, "token_ids": list(result.token_ids), "stop_reason": result.stop_reason,
-                "stats": dict(result.stats)}
+                "stats": dict(result.stats), **extra}

@@ -177,6 +177,17 @@
   $("schema-select").value = firstSchema;
   schemaBox.value = SITE.schemas[firstSchema];
   fillVariants();
+  // ---- panels ----
+  function showPanel(tab) {
+    for (const t of document.querySelectorAll(".tabs [role=tab]")) {
+      const on = t === tab;
+      t.setAttribute("aria-selected", String(on));
+      $(t.dataset.panel).hidden = !on;
+    }
+  }
+  for (const t of document.querySelectorAll(".tabs [role=tab]")) t.addEventListener("click", () => showPanel(t));
+  if (params.get("panel") === "reminders" && $("tab-reminders")) $("tab-reminders").click();
+
   window.pocketlmApp = { state, loadModel, suggest };
   if (params.get("autoload") !== "0") loadModel();
   else $("progress-text").textContent = "Not loaded (autoload=0).";

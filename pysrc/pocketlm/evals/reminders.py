@@ -1,0 +1,112 @@
+"""`python -m pocketlm eval reminders`: how well a reminder-extract model fills the JSON.
+
+Rows: JSON lines with "text", "time", "reminder" (and optionally "recurrence"; other fields ignored).
+Each row is extracted twice, with and without constrained decoding, and scored:
+
+- valid_json: the output parses and validates against the task schema (keys, string-or-null values);
+- exact_reminder / exact_time / exact_both: strict match after pocketlm.tasks.reminders.normalize
+  (lower-case, whitespace collapsed, outer punctuation trimmed; null must equal null); an output that
+  does not parse counts as wrong;
+- lenient_both: exact_both, but `time` also ignores one leading preposition (at/on/for/by/in);
+- exact_recurrence, over the rows that give a recurrence field.
+Figures are also given per source (the row's "source" field up to its first "_", e.g. topv2).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..json_constraint import SchemaError, compile_schema, parse_output
+from ..tasks import reminders
+
+_SCHEMA = compile_schema(reminders.SCHEMA)
+
+
+def read_reminder_rows(path: str, limit: int | None = None) -> list[dict]:
+    """Rows with a string "text" and string-or-null "time"/"reminder"; an error names the bad line."""
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as e:
+        raise ValueError(f"cannot read {path!r}: {e.strerror}") from None
+    rows = []
+    with f:
+        for n, line in enumerate(f, 1):
+            if limit is not None and len(rows) >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            ok = isinstance(row, dict) and isinstance(row.get("text"), str) and all(
+                k in row and (row[k] is None or isinstance(row[k], str)) for k in ("time", "reminder"))
+            if not ok or not (row.get("recurrence") is None or isinstance(row.get("recurrence"), str)):
+                raise ValueError(f"{path}:{n}: each row needs a string 'text' and string-or-null 'time' and "
+                                 "'reminder' (and 'recurrence' if present)")
+            rows.append(row)
+    return rows
+
+
+def score_row(row: dict, output: dict | None) -> dict[str, Any]:
+    """Per-row hits (booleans) of one output (None = did not parse/validate)."""
+    got = output or {}
+    valid = output is not None
+    n = reminders.normalize
+    hits = {
+        "valid_json": valid,
+        "exact_reminder": valid and n(got.get("reminder")) == n(row["reminder"]),
+        "exact_time": valid and n(got.get("time")) == n(row["time"]),
+    }
+    hits["exact_both"] = hits["exact_reminder"] and hits["exact_time"]
+    lenient_time = valid and reminders.normalize_time_lenient(got.get("time")) == \
+        reminders.normalize_time_lenient(row["time"])
+    hits["lenient_both"] = hits["exact_reminder"] and lenient_time
+    if "recurrence" in row:
+        hits["exact_recurrence"] = valid and n(got.get("recurrence")) == n(row["recurrence"])
+    return hits
+
+
+def validated(text: str) -> dict | None:
+    try:
+        return parse_output(text, _SCHEMA)
+    except (SchemaError, ValueError):
+        return None
+
+
+def summarize(hits: list[dict[str, Any]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key in ("valid_json", "exact_reminder", "exact_time", "exact_both", "lenient_both", "exact_recurrence"):
+        values = [h[key] for h in hits if key in h]
+        if values:
+            out[key] = round(sum(values) / len(values), 4)
+    return out
+
+
+def source_of(row: dict) -> str:
+    return str(row.get("source", "unknown")).split("_")[0]
+
+
+async def evaluate(extractor, rows: list[dict], progress=None) -> dict[str, Any]:
+    """Extract every row with and without the constraint; return the report (a JSON-able dict)."""
+    per_mode: dict[str, list[dict]] = {"constrained": [], "unconstrained": []}
+    options = extractor.options()
+    for i, row in enumerate(rows):
+        for mode in per_mode:
+            result = await extractor.extract(row["text"], options,
+                                             response_format="default" if mode == "constrained" else None)
+            per_mode[mode].append(score_row(row, validated(result.text)))
+        if progress is not None:
+            progress(i + 1, len(rows))
+    report: dict[str, Any] = {"n": len(rows)}
+    for mode, hits in per_mode.items():
+        report[mode] = summarize(hits)
+        sources = sorted({source_of(r) for r in rows})
+        if len(sources) > 1:
+            report[mode]["by_source"] = {
+                s: {"n": sum(source_of(r) == s for r in rows),
+                    **summarize([h for h, r in zip(hits, rows) if source_of(r) == s])} for s in sources}
+    # the headline figures are the product's (constrained decoding), at the top level
+    report.update({k: v for k, v in report["constrained"].items() if k != "by_source"})
+    return report

@@ -1,0 +1,485 @@
+"""Schema-constrained JSON decoding (standard library only): the output always parses and validates.
+
+Supported JSON Schema subset (`compile_schema`; anything else raises `SchemaError`):
+- top level: {"type": "object", "properties": {...}, "required": [...], "additionalProperties": false};
+  "required" and "additionalProperties" may be omitted (additionalProperties must not be true);
+- each property is {"type": "string"}, {"type": ["string", "null"]} (either order), {"type": "null"}
+  or {"enum": [...]} of strings and/or null (a "type" next to "enum" must agree with the members);
+  string properties may have "maxLength" (in characters);
+- "title" and "description" are accepted anywhere and ignored, "$schema" at the top level.
+  No nested objects, arrays, numbers, booleans, patterns or $refs.
+
+Output format, fixed and canonical: exactly what `json.dumps(obj, ensure_ascii=False)` prints for a
+dict with its keys in the schema's property order, starting at "{":
+
+    {"reminder": "walk the dog", "time": "at 7pm", "recurrence": null}
+
+Required properties always appear; optional ones may be left out. Strings are raw UTF-8 except
+`"` -> `\\"`, `\\` -> `\\\\` and control characters (< 0x20), written as json.dumps writes them
+(`\\n`, `\\t`, `\\r`, `\\b`, `\\f`, else `\\u00XX` in lower-case hex); no other escape is allowed,
+so every value has one spelling and `json.dumps(json.loads(out), ensure_ascii=False) == out`.
+
+Copy constraint: with `copy_source`, each copied string value, JSON-decoded, must be a non-empty
+substring of the source (as UTF-8 bytes); null says "nothing to copy". A copied string that cannot
+be null may be "" only when nothing can be copied or the token budget leaves no room for a character.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import weakref
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from .constraints import TokenBytesIndex
+
+
+class SchemaError(ValueError):
+    """A schema outside the supported subset, a budget too small for it, or an output that fails it."""
+
+
+@dataclass(frozen=True)
+class Property:
+    name: str
+    kind: str  # "string" | "null" | "enum"
+    required: bool
+    nullable: bool = False  # a "string" that may also be null
+    members: tuple = ()  # "enum": its str | None members
+    max_length: int | None = None  # "string": at most this many characters
+
+
+@dataclass(frozen=True)
+class ObjectSchema:
+    properties: tuple[Property, ...]
+
+
+_FORMS = ('supported property forms: {"type": "string"} (optional "maxLength"), {"type": ["string", "null"]}, '
+          '{"type": "null"}, {"enum": [strings and/or null]}')
+_TOP_KEYS = ["$schema", "additionalProperties", "description", "properties", "required", "title", "type"]
+_PROP_KEYS = ["description", "enum", "maxLength", "title", "type"]
+
+
+def _need(ok, message: str) -> None:
+    if not ok:
+        raise SchemaError(message)
+
+
+def compile_schema(schema: dict) -> ObjectSchema:
+    """Check `schema` against the supported subset and compile it.
+
+    >>> s = compile_schema({"type": "object", "properties": {"time": {"type": ["null", "string"]},
+    ...     "unit": {"enum": ["min", "h", None]}}, "required": ["time"], "additionalProperties": False})
+    >>> [(p.name, p.kind, p.nullable, p.required) for p in s.properties]
+    [('time', 'string', True, True), ('unit', 'enum', False, False)]
+    """
+    _need(isinstance(schema, dict), f"the schema must be a JSON object (a dict), got {type(schema).__name__}")
+    unknown = sorted(set(schema) - set(_TOP_KEYS), key=str)
+    _need(not unknown, f"unsupported keyword(s) {unknown} at the top level; supported: {_TOP_KEYS}")
+    _need(schema.get("type") == "object", f'the top level must be {{"type": "object", ...}}: {schema.get("type")!r}')
+    _need(schema.get("additionalProperties", False) is False,
+          f'"additionalProperties" must be false or omitted, got {schema.get("additionalProperties")!r}: '
+          'the output holds only the properties listed under "properties"; list them all there')
+    props = schema.get("properties")
+    _need(isinstance(props, dict), f'"properties" must be an object mapping names to property schemas, got {props!r}')
+    required = schema.get("required", [])
+    _need(isinstance(required, list) and all(isinstance(r, str) for r in required),
+          f'"required" must be a list of property names, got {required!r}')
+    missing = [r for r in required if r not in props]
+    _need(not missing, f'"required" names {missing}, which are not in "properties"; add them there or drop them')
+    _need(len(set(required)) == len(required), f'"required" lists a name twice: {required!r}')
+    return ObjectSchema(tuple(_compile_property(n, p, n in required) for n, p in props.items()))
+
+
+def _compile_property(name, spec, required: bool) -> Property:
+    where = f"property {name!r}"
+    _need(isinstance(name, str) and _is_utf8(name), f"{where}: a name must be a string without lone surrogates")
+    _need(isinstance(spec, dict), f'{where}: must be an object such as {{"type": "string"}}, got {spec!r}; {_FORMS}')
+    types = spec.get("type")  # checked first: "type": "object" says more than "properties" would
+    if types is not None:
+        listed = [types] if isinstance(types, str) else types
+        _need(isinstance(listed, list) and listed and all(isinstance(t, str) for t in listed),
+              f'{where}: "type" must be a type name or a list of them, got {types!r}')
+        bad = [t for t in listed if t not in ("string", "null")] + [None]
+        _need(bad[0] is None, f"{where}: type {bad[0]!r} is not supported (no nested objects, arrays, numbers "
+                              f"or booleans); {_FORMS}")
+        types = set(listed)
+    unknown = sorted(set(spec) - set(_PROP_KEYS), key=str)
+    _need(not unknown, f"{where}: unsupported keyword(s) {unknown}; {_FORMS}")
+    if "enum" in spec:
+        members = spec["enum"]
+        _need(isinstance(members, list) and members, f'{where}: "enum" must be a non-empty list, got {members!r}')
+        for m in members:
+            _need(m is None or isinstance(m, str) and _is_utf8(m),
+                  f"{where}: enum member {m!r} is not supported: members must be strings or null")
+            _need(types is None or ("null" if m is None else "string") in types,
+                  f'{where}: enum member {m!r} does not match "type" {spec.get("type")!r}')
+        _need(len(set(members)) == len(members), f"{where}: enum lists a member twice: {members!r}")
+        _need("maxLength" not in spec, f'{where}: "maxLength" applies to free strings, not to an enum; drop it')
+        return Property(name, "enum", required, members=tuple(members))
+    _need(types is not None, f'{where}: needs "type" or "enum"; {_FORMS}')
+    max_length = spec.get("maxLength")
+    _need(max_length is None or "string" in types, f'{where}: "maxLength" needs "type": "string" or ["string", "null"]')
+    _need(max_length is None or type(max_length) is int and max_length >= 0,
+          f'{where}: "maxLength" must be an integer >= 0, got {max_length!r}')
+    kind = "null" if types == {"null"} else "string"
+    return Property(name, kind, required, nullable=kind == "string" and "null" in types, max_length=max_length)
+
+
+def parse_output(text: str | bytes, schema: ObjectSchema) -> dict:
+    """json.loads(text), checked against the compiled schema (not the key order or spacing).
+
+    >>> s = compile_schema({"type": "object", "properties": {"a": {"type": "string", "maxLength": 3}}})
+    >>> parse_output('{"a": "xyz"}', s), parse_output(b' { } ', s)
+    ({'a': 'xyz'}, {})
+    """
+    try:
+        obj = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise SchemaError(f"the output is not valid JSON: {e}") from None
+    _need(isinstance(obj, dict), f"the output must be a JSON object, got {type(obj).__name__}")
+    props = {p.name: p for p in schema.properties}
+    extra = [k for k in obj if k not in props]
+    missing = [p.name for p in schema.properties if p.required and p.name not in obj]
+    _need(not extra and not missing, f"the output has keys {list(obj)}; unknown: {extra}, missing required: {missing}")
+    for key, v in obj.items():
+        p = props[key]
+        ok = {"null": v is None, "enum": (v is None or isinstance(v, str)) and v in p.members,
+              "string": isinstance(v, str) or (p.nullable and v is None)}[p.kind]
+        _need(ok, f'"{key}" must be {p.kind}{" or null" if p.nullable else ""}'
+                  f'{" of " + repr(list(p.members)) if p.members else ""}, got {v!r}')
+        _need(p.max_length is None or v is None or len(v) <= p.max_length,
+              f'"{key}" is longer than maxLength {p.max_length}: {v!r}')
+    return obj
+
+
+def _dumps(value) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
+def _is_utf8(s: str) -> bool:  # no lone surrogates (a JS string may hold them)
+    return s.encode("utf-8", "replace").decode("utf-8") == s
+
+
+# ---- a string body as a byte automaton ----
+# States between or inside characters. A UTF-8 state says how many continuation bytes are due and,
+# for the first, the narrower range that rules out overlong forms, surrogates and > U+10FFFF.
+BND, C1, C2, C2_E0, C2_ED, C3, C3_F0, C3_F4, ESC, U1, U2, U3, U4_0, U4_1 = range(14)
+EXIT = -2  # the closing quote
+# Bytes still due to reach a character boundary: an upper bound (after "\" it may be "u001f").
+PENDING = (0, 1, 2, 2, 2, 3, 3, 3, 5, 4, 3, 2, 1, 1)
+STEP = [[-1] * 256 for _ in range(14)]  # STEP[state][byte] -> next state, EXIT, or -1 (not allowed)
+for _state, _bytes, _next in (
+        (BND, range(0x20, 0x80), BND), (BND, b'"', EXIT), (BND, b"\\", ESC), (BND, range(0xC2, 0xE0), C1),
+        (BND, range(0xE1, 0xF0), C2), (BND, b"\xe0", C2_E0), (BND, b"\xed", C2_ED), (BND, b"\xf1\xf2\xf3", C3),
+        (BND, b"\xf0", C3_F0), (BND, b"\xf4", C3_F4), (C1, range(0x80, 0xC0), BND), (C2, range(0x80, 0xC0), C1),
+        (C2_E0, range(0xA0, 0xC0), C1), (C2_ED, range(0x80, 0xA0), C1), (C3, range(0x80, 0xC0), C2),
+        (C3_F0, range(0x90, 0xC0), C2), (C3_F4, range(0x80, 0x90), C2),
+        # json.dumps's escapes only: \" \\ \b \f \n \r \t, other controls as \u00XX in lower-case hex
+        (ESC, b'"\\bfnrt', BND), (ESC, b"u", U1), (U1, b"0", U2), (U2, b"0", U3), (U3, b"0", U4_0), (U3, b"1", U4_1),
+        (U4_0, b"01234567bef", BND), (U4_1, b"0123456789abcdef", BND)):
+    for _b in _bytes:
+        STEP[_state][_b] = _next  # later entries win: '"' and "\\" over the ASCII range, ED over E1-EF
+
+
+class _VocabTables:
+    """Per-tokenizer precomputation, shared (JsonConstraint.prepare): a byte trie over the vocabulary,
+    walked in lockstep with the grammar outside strings; for each string state q, the tokens that stay
+    inside a string body (end state, characters started), also as sorted lists by the bytes they leave
+    due, so a free string's mask is one list copy; and the few that close the string from q."""
+
+    def __init__(self, index: TokenBytesIndex):
+        ids = index.starting_with(b"")  # every token that spells bytes (special tokens spell none)
+        self.token_bytes = {i: index.token_bytes(i) for i in ids}
+        self.max_len = max(map(len, self.token_bytes.values()), default=0)
+        self.children: list[dict[int, int]] = [{}]
+        self.ids_at: list[list[int]] = [[]]
+        for i in ids:
+            node = 0
+            for b in self.token_bytes[i]:
+                node = self.children[node].setdefault(b, len(self.children))
+                if node == len(self.children):
+                    self.children.append({})
+                    self.ids_at.append([])
+            self.ids_at[node].append(i)
+        self.inside: list[dict[int, tuple[int, int]]] = [{} for _ in STEP]  # q -> id -> (end state, chars)
+        self.exits: list[list[int]] = [[] for _ in STEP]
+        for i, data in self.token_bytes.items():
+            for q0 in range(len(STEP)):
+                q, n = q0, 0
+                for b in data:
+                    if STEP[q][b] < 0:
+                        if STEP[q][b] == EXIT:
+                            self.exits[q0].append(i)
+                        break
+                    n, q = n + (q == BND), STEP[q][b]
+                else:
+                    self.inside[q0][i] = (q, n)
+        self.longest = [max((n for _, n in inside.values()), default=0) for inside in self.inside]
+        self.by_pending = [[sorted(i for i, (q2, _) in inside.items() if PENDING[q2] <= p) for p in range(6)]
+                           for inside in self.inside]  # q -> most bytes due after the token -> ids
+        self.by_room = [[sorted(i for i, (_, n) in inside.items() if n <= r) for r in range(longest)]
+                        for inside, longest in zip(self.inside, self.longest)]  # q -> most characters -> ids
+
+
+class _Str(NamedTuple):  # a string body node of the grammar
+    after: int  # the node after its closing quote
+    max_len: float  # maxLength, or inf
+    copied: bool
+    nullable: bool
+    min_unit: float  # copied: budget cost (bytes, an escape 6) of the cheapest character to copy; inf if none
+
+
+class JsonConstraint:
+    """Decode one JSON object of `schema` within `max_tokens` tokens (counting `eos_id`).
+
+    The output is the bytes `prefix` (normally b""), the canonical object (see the module docs),
+    then eos. The budget counts one token per byte still to write, an upper bound when every byte
+    is a token (byte-level BPE): pass the same number as max_new_tokens and every generation ends
+    in a valid object. `copy_properties` defaults to every string property when `copy_source` is set.
+
+    >>> vocab = [b""] + [bytes([b]) for b in range(256)] + [b'{"', b"time", b'": "', b"at 7pm", b'"}']
+    >>> index = TokenBytesIndex(vocab)
+    >>> schema = compile_schema({"type": "object", "properties": {"time": {"type": ["string", "null"]}}})
+    >>> c = JsonConstraint(index, schema, eos_id=0, max_tokens=20, copy_source="remind me at 7pm")
+    >>> [vocab[t] for t in c.allowed()]
+    [b'{', b'{"']
+    >>> for piece in [b'{"', b"time", b'": "']: c.advance(vocab.index(piece))
+    >>> b"|".join(vocab[t] for t in c.allowed()), c.tokens_left   # the source's characters, or more of it
+    (b' |7|a|d|e|i|m|n|p|r|t|at 7pm', 17)
+    >>> c.advance(vocab.index(b"at 7pm")); c.advance(vocab.index(b'"}')); c.allowed()
+    [0]
+    """
+
+    def __init__(self, index: TokenBytesIndex, schema: ObjectSchema, *, eos_id: int, max_tokens: int,
+                 copy_source: str | None = None, copy_properties: set[str] | None = None, prefix: bytes = b"",
+                 whole_words: bool = False):
+        if not isinstance(schema, ObjectSchema):
+            raise TypeError(f"schema must come from compile_schema(...), got {type(schema).__name__}")
+        if index.token_bytes(eos_id) != b"":
+            raise ValueError(f"eos_id {eos_id} is not a special token of this index (it spells bytes)")
+        self.vocab = self.prepare(index)
+        strings = {p.name for p in schema.properties if p.kind == "string"}
+        _need(copy_properties is None or set(copy_properties) <= strings,
+              f"copy_properties {sorted(set(copy_properties or ()) - strings)} are not string properties "
+              f"of the schema; its string properties are {sorted(strings)}")
+        copied = set() if copy_source is None else set(strings if copy_properties is None else copy_properties)
+        # The source as spelled inside a JSON string, and where each character starts: a copy is a
+        # run of whole characters, so its spelling starts at one of those positions. Lone surrogates
+        # (a JS string may hold them) become U+FFFD, as the browser's TextEncoder does.
+        spelled = {ch: _dumps("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch)[1:-1] for ch in set(copy_source or "")}
+        units = [spelled[ch] for ch in copy_source or ""]
+        self._source = b"".join(units)
+        self._starts = list(itertools.accumulate(map(len, units), initial=0))[:-1]
+        self._init_copy_bounds(copy_source or "", units, whole_words)
+        self._build(schema, copied, bytes(prefix))
+        self.min_tokens = need = self._est[self._start]  # the shortest output, one token per byte, plus eos
+        _need(max_tokens >= need, f"max_tokens={max_tokens} is too small: the shortest valid output takes {need} "
+                                  "tokens (one per byte, plus eos); raise max_tokens to at least that")
+        self.eos_id, self.tokens_left = eos_id, max_tokens
+        self._state = (self._start, BND, 0, b"")  # (grammar node, string state, characters, copied body)
+
+    def _init_copy_bounds(self, text: str, units: list[bytes], whole_words: bool) -> None:
+        """Where a copied value may start and end, as byte offsets into the spelled source.
+
+        whole_words: a value starts and ends at word boundaries and not on whitespace, as slot values
+        do ("bring Dad to doctors", never "bring Dad to do"); else any run of whole characters.
+        `_to_end[p]`: bytes from offset p to the nearest offset where a value may end (inf if none).
+        """
+        def word(ch: str) -> bool:
+            return ch.isalnum() or ch == "_"
+
+        n, offsets = len(text), self._starts + [len(self._source)]
+        starts = [i for i in range(n) if not whole_words or (
+            not text[i].isspace() and (i == 0 or not (word(text[i - 1]) and word(text[i]))))]
+        ends = [i + 1 for i in range(n) if not whole_words or (
+            not text[i].isspace() and (i + 1 == n or not (word(text[i]) and word(text[i + 1]))))]
+        self._value_starts = [offsets[i] for i in starts]
+        self._value_starts_set = set(self._value_starts)
+        self._value_ends = {offsets[i] for i in ends}
+        self._to_end = [math.inf] * (len(self._source) + 1)
+        for p in range(len(self._source), -1, -1):
+            self._to_end[p] = 0 if p in self._value_ends else (1 + self._to_end[p + 1] if p < len(self._source) else math.inf)
+        # the cheapest non-empty value: budget cost in bytes (an escape counts 6, as PENDING does)
+        self._min_unit = min((max(self._to_end[s + 1] + 1, 6 if self._source[s] == 0x5C else 0)
+                              for s in self._value_starts), default=math.inf)
+
+    def _copy_positions(self, body: bytes) -> list[int]:
+        """Offsets just after each occurrence of body that starts where a value may start."""
+        return [i + len(body) for i in self._value_starts if self._source.startswith(body, i)]
+
+    _tables: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # index -> its _VocabTables
+
+    @classmethod
+    def prepare(cls, index: TokenBytesIndex) -> _VocabTables:
+        """The per-tokenizer tables, built once per index and shared (call it at model load)."""
+        if index not in cls._tables:
+            cls._tables[index] = _VocabTables(index)
+        return cls._tables[index]
+
+    def _build(self, schema: ObjectSchema, copied: set[str], prefix: bytes) -> None:
+        """The grammar outside string bodies as a byte automaton: one trie per gap between values
+        spells every way on (`, "key": ` and a literal value or a string's opening quote, or `}`);
+        a literal's last byte leads to the next gap, a string body node or the end.
+        `_est[node]`: bytes of the shortest way to finish from node, plus one for eos."""
+        self._edges: list[dict[int, int]] = []
+        self._est: list[float] = []
+        self._str: list[_Str | None] = []
+
+        def node(string=None) -> int:
+            self._edges.append({})
+            self._est.append(None)
+            self._str.append(string)
+            return len(self._edges) - 1
+
+        def trie(alternatives: list[tuple[bytes, int]]) -> int:
+            root = node()
+            for literal, target in alternatives:  # prefix-free: JSON spellings of distinct things
+                cur = root
+                for b in literal[:-1]:
+                    nxt = self._edges[cur].get(b)
+                    cur = nxt if nxt is not None else self._edges[cur].setdefault(b, node())
+                self._edges[cur][literal[-1]] = target
+            for n in range(len(self._est) - 1, root - 1, -1):  # a node's children are newer, or targets
+                self._est[n] = min(1 + self._est[c] for c in self._edges[n].values())
+            return root
+
+        props = schema.properties
+        self._done = node()
+        self._est[self._done] = 1
+        gaps, values = [0] * (len(props) + 1), [[] for _ in props]
+        for i in range(len(props), -1, -1):  # gap i: the next property written is i or a later one
+            if i < len(props):  # a value: literals that lead to the next gap, or a string body
+                p, after = props[i], gaps[i + 1]
+                values[i] = [(b"null", after)] if p.kind == "null" or p.nullable else []
+                values[i] += [(_dumps(m), after) for m in p.members]
+                if p.kind == "string":
+                    max_len = math.inf if p.max_length is None else p.max_length
+                    min_unit = self._min_unit if p.name in copied and max_len > 0 else math.inf
+                    body = node(_Str(after, max_len, p.name in copied, p.nullable, min_unit))
+                    self._est[body] = self._est_state((body, BND, 0, b""))
+                    values[i].append((b'"', body))
+            alternatives = []
+            for j in range(i, len(props)):
+                key = (b", " if i else b"") + _dumps(props[j].name) + b": "
+                alternatives += [(key + literal, target) for literal, target in values[j]]
+                if props[j].required:
+                    break
+            else:
+                alternatives.append((b"}", self._done))
+            gaps[i] = trie(alternatives)
+        self._start = trie([(prefix + b"{", gaps[0])])
+
+    def _est_state(self, state) -> float:
+        """Tokens to finish from state, one per byte plus eos (in a string: bytes due, quote, rest)."""
+        node, q, chars, _ = state
+        s = self._str[node]
+        if s is None:
+            return self._est[node]
+        if q == BND and chars == 0 and s.copied and s.nullable:
+            return s.min_unit + 1 + self._est[s.after]  # "" is not allowed: copy a character first
+        if s.copied and chars:  # go on to the nearest place where the value may end
+            to_end = min((self._to_end[p] for p in self._copy_positions(state[3])), default=math.inf)
+            return max(PENDING[q], to_end) + 1 + self._est[s.after]
+        return PENDING[q] + 1 + self._est[s.after]
+
+    def _step(self, state, b: int):
+        """The state after one more byte, or None if no valid output goes on so."""
+        node, q, chars, body = state
+        s = self._str[node]
+        if s is None:
+            nxt = self._edges[node].get(b)
+            return None if nxt is None else (nxt, BND, 0, b"")
+        nq = STEP[q][b]
+        if nq == EXIT:
+            # An empty copied string: never if null can say it; else only when no character fits.
+            empty_ok = not s.copied or (not s.nullable and self.tokens_left < s.min_unit + 1 + self._est[s.after])
+            if chars and s.copied and not any(p in self._value_ends for p in self._copy_positions(body)):
+                return None  # the value would end inside a word (whole_words) or nowhere it may
+            return (s.after, BND, 0, b"") if chars or empty_ok else None
+        if nq < 0 or (q == BND and chars + 1 > s.max_len):
+            return None
+        if s.copied:  # the body must occur in the source, starting where a value may start
+            body += bytes((b,))
+            i = self._source.find(body)
+            while i >= 0 and i not in self._value_starts_set:
+                i = self._source.find(body, i + 1)
+            if i < 0:
+                return None
+        return (node, nq, chars + (q == BND), body)
+
+    def _walk(self, state, data: bytes):
+        for b in data:
+            state = self._step(state, b)
+            if state is None:
+                return None
+        return state
+
+    def allowed(self) -> list[int]:
+        """Sorted ids of the tokens that keep the output a prefix of a valid output within budget."""
+        state = self._state
+        if state[0] == self._done:
+            return [self.eos_id]
+        s = self._str[state[0]]
+        return sorted(self._structural(state) if s is None else self._in_string(state, s))
+
+    def _structural(self, state) -> list[int]:
+        # Walk the vocabulary trie in lockstep with the grammar, following only the bytes the grammar
+        # allows; once a token has opened a string, every byte that goes on is followed.
+        left, children, ids_at, out = self.tokens_left - 1, self.vocab.children, self.vocab.ids_at, []
+        stack = [(0, state)]
+        while stack:
+            trie, st = stack.pop()
+            kids = children[trie]
+            pairs = kids.items() if self._str[st[0]] else [(b, kids[b]) for b in self._edges[st[0]] if b in kids]
+            for b, child in pairs:
+                st2 = self._step(st, b)
+                if st2 is not None:
+                    if ids_at[child] and left >= self._est_state(st2):
+                        out.extend(ids_at[child])
+                    if children[child]:
+                        stack.append((child, st2))
+        return out
+
+    def _in_string(self, state, s: _Str) -> list[int]:
+        node, q, chars, body = state
+        left, room, vocab = self.tokens_left - 1, s.max_len - chars, self.vocab
+        rest = 1 + self._est[s.after]  # the closing quote, what follows it, eos
+        if not s.copied:  # tokens that stay inside, by the budget left (bytes due after them) and maxLength
+            p = min(left - rest, 5)
+            ids = vocab.by_pending[q][p] if p >= 0 else []
+            if vocab.longest[q] > room:  # maxLength is near
+                ids = vocab.by_room[q][room] if p == 5 else [t for t in ids if vocab.inside[q][t][1] <= room]
+            out = list(ids)
+        else:  # tokens that spell the source's next bytes where the body so far occurs in it
+            found, inside = set(), vocab.inside[q]
+            for pos in set(self._copy_positions(body)):
+                trie = 0
+                for k, b in enumerate(self._source[pos:pos + vocab.max_len], 1):
+                    trie = vocab.children[trie].get(b)
+                    if trie is None:
+                        break
+                    for t in vocab.ids_at[trie]:
+                        hit = inside.get(t)
+                        if hit and hit[1] <= room and left >= max(PENDING[hit[0]], self._to_end[pos + k]) + rest:
+                            found.add(t)
+            out = list(found)
+        for t in vocab.exits[q]:  # tokens that close the string: walk them through the grammar
+            st2 = self._walk(state, vocab.token_bytes[t])
+            if st2 is not None and left >= self._est_state(st2):
+                out.append(t)
+        return out
+
+    def advance(self, token_id: int) -> None:
+        """Take the sampled token; one that allowed() would not have returned raises ValueError."""
+        state, data = self._state, self.vocab.token_bytes.get(token_id)
+        if token_id == self.eos_id and state[0] == self._done:
+            self.tokens_left -= 1
+            return
+        new = None if data is None else self._walk(state, data)
+        if new is None or self.tokens_left - 1 < self._est_state(new):
+            raise ValueError(f"token {token_id} ({'eos' if token_id == self.eos_id else data!r}) is not allowed "
+                             f"here: it breaks the JSON output or its budget ({self.tokens_left} tokens left)")
+        self._state = new
+        self.tokens_left -= 1

@@ -1,0 +1,135 @@
+"""reminder-extract: prompt format, packing, a real `--quick` export on a synthetic corpus, and the
+CLI (`extract`, `eval reminders`) with and without schema-constrained decoding."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, subprocess_env, write_jsonl
+from export.data_reminders import make_groups, split_rows
+from pocketlm.tasks import reminders
+from pocketlm.tokenizer import Tokenizer
+
+RECIPE = "reminder-extract"
+TASKS = ["walk the dog", "call mom", "buy milk", "pay the rent", "water the plants", "book a dentist appointment",
+         "send the report to Anna", "pick up the kids", "take my meds", "renew my passport", "feed the cat",
+         "check the oven", "email Jürgen about the café", "order 🍕 for the party"]
+TIMES = ["at 7pm", "tomorrow", "on Friday", "in 10 minutes", "at noon", "tonight", "next Monday at 9am",
+         "on June 3rd", "this evening", "at 6:30"]
+RECURRENCES = ["every day", "every Monday", "each morning", "weekly"]
+
+
+def make_rows(n: int = 400, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        task, time = rng.choice(TASKS), rng.choice(TIMES + [None])
+        recurrence = rng.choice(RECURRENCES) if time is None and rng.random() < 0.5 else None
+        when = time or recurrence
+        form = rng.randrange(4)
+        if form == 0 and when:
+            text = f"remind me {when} to {task}"
+        elif form == 1 and when:
+            text = f"{when.capitalize()} remind me to {task}"
+        elif form == 2:
+            text = f"set a reminder to {task}" + (f" {when}" if when else "")
+        else:
+            text = f"remind me to {task}" + (f" {when}" if when else "")
+        rows.append({"text": text, "reminder": task, "time": time, "recurrence": recurrence, "source": "synthetic_x"})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return make_rows()
+
+
+@pytest.fixture(scope="module")
+def quick_model(tmp_path_factory, rows) -> Path:
+    work = tmp_path_factory.mktemp("reminders_export")
+    write_jsonl(work / "data" / "reminders" / "train.jsonl", rows)
+    proc = subprocess.run(
+        [sys.executable, "-m", "export", RECIPE, "--quick", "--data", str(work / "data"), "--out", str(work / "models"),
+         "--runs", str(work / "runs")], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        pytest.fail(f"quick export failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    return work / "models" / RECIPE
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "pocketlm", *args], cwd=ROOT, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_target_is_canonical_json_in_key_order():
+    text = reminders.target_text({"time": "at 7pm", "reminder": 'say "hi"', "extra": 1})
+    assert text == '{"reminder": "say \\"hi\\"", "time": "at 7pm", "recurrence": null}'
+    assert list(json.loads(text)) == list(reminders.KEYS)
+
+
+def test_packed_groups_carry_loss_on_the_json_only(quick_model, rows):
+    tok = Tokenizer.from_file(quick_model / "tokenizer.json")
+    groups = make_groups(tok, rows[:5], bos_id=1, eos_id=2, max_seq_len=256, group_tokens=4096, rng=random.Random(0))
+    assert len(groups) == 1
+    g = groups[0]
+    for seg in range(1, 6):
+        where = [i for i, s in enumerate(g.segment) if s == seg]
+        ids = [1] + [g.ids[i] for i in where]
+        assert [g.positions[i] for i in where] == list(range(1, len(where) + 1))  # as if unpacked
+        decoded = tok.decode(ids)
+        row = next(r for r in rows[:5] if decoded.startswith(r["text"]))
+        full, start = reminders.training_ids(tok, row, bos_id=1, eos_id=2)
+        assert ids == full
+        scored = [g.targets[i] for i in where if g.targets[i] != -100]
+        assert scored == full[start:]  # every JSON token and <eos>, nothing of the request
+
+
+def test_split_is_seeded_and_disjoint(rows):
+    a, b = split_rows(rows, 0.1, seed=3), split_rows(rows, 0.1, seed=3)
+    assert a == b and len(a[1]) == 40 and not {r["text"] for r in a[0]} & {r["text"] for r in a[1]} - {
+        r["text"] for r in rows if sum(x["text"] == r["text"] for x in rows) > 1}
+
+
+def test_quick_export_writes_a_valid_reminder_model(quick_model):
+    manifest = json.loads((quick_model / "manifest.json").read_text())
+    assert manifest["task"] == "reminders" and manifest["prompt"]["format"] == reminders.FORMAT
+    assert set(manifest["variants"]) == {"fp32", "int8", "q4"}
+
+
+@pytest.mark.parametrize("text", ["remind me at 7pm to walk the dog", "", "what's the weather like",
+                                  "erinnere mich morgen an den Müll 🗑️", "x" * 5000, 'remind me to say "hi" \\ bye'])
+def test_extract_always_gives_schema_valid_json_copied_from_the_text(quick_model, text):
+    proc = cli("extract", "--model", str(quick_model), "--json", text)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    obj = json.loads(out["text"])
+    assert list(obj) == list(reminders.KEYS)
+    for value in obj.values():
+        assert value is None or (isinstance(value, str) and value and value in text)
+    if len(text) == 5000:
+        assert out["stats"]["truncated_tokens"] > 0
+
+
+def test_eval_prints_both_decodings_as_the_last_line(quick_model, rows, tmp_path):
+    data = tmp_path / "dev.jsonl"
+    write_jsonl(data, rows[:12])
+    proc = cli("eval", "reminders", "--model", str(quick_model), "--data", str(data), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["n"] == 12
+    for key in ("valid_json", "exact_reminder", "exact_time", "exact_both", "lenient_both"):
+        assert 0.0 <= report[key] <= 1.0 and key in report["unconstrained"]
+    assert report["valid_json"] == report["constrained"]["valid_json"] == 1.0
+
+
+def test_eval_rejects_a_malformed_row_by_line(quick_model, tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"text": "remind me", "time": null, "reminder": null}\n{"text": 3}\n')
+    proc = cli("eval", "reminders", "--model", str(quick_model), "--data", str(data))
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {data}:2: each row needs a string 'text'")
