@@ -50,3 +50,55 @@ def test_release_model_completes_real_queries(name):
     assert complete("SELECT name FROM singer WHERE age  >  30 ORDER", finish_names=False).startswith(" BY")
     assert complete("SELECT count(*) FROM sin").startswith("ger")
     assert complete("SELECT T1.Name FROM singer AS T1 JOIN c").startswith("oncert")
+
+
+REMINDERS = os.path.join(MODELS, "reminder-extract")
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    from pocketlm.extractor import ReminderExtractor
+
+    model = NativeModel(REMINDERS, variant="int8")
+    return ReminderExtractor(model.manifest, Tokenizer.from_file(os.path.join(REMINDERS, "tokenizer.json")), model)
+
+
+def extract(extractor, text, **kw):
+    result = asyncio.run(extractor.extract(text, **kw))
+    return json.loads(result.text), result
+
+
+def test_reminder_model_folder_validates():
+    manifest = load_manifest(REMINDERS)
+    assert manifest.task == "reminders" and set(manifest.variants) == {"fp32", "int8", "q4"}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("remind me at 7pm to walk the dog", {"reminder": "walk the dog", "time": "at 7pm", "recurrence": None}),
+    ("remind me to take my meds every morning at 8",
+     {"reminder": "take my meds", "time": None, "recurrence": "every morning at 8"}),
+])
+def test_reminder_model_extracts_everyday_requests(extractor, text, expected):
+    assert extract(extractor, text)[0] == expected
+
+
+@pytest.mark.parametrize("text", ["", "   ", "what's the weather like", "hello"])
+def test_no_reminder_in_the_text_gives_nulls(extractor, text):
+    assert extract(extractor, text)[0] == {"reminder": None, "time": None, "recurrence": None}
+
+
+@pytest.mark.parametrize("text", ["Erinnere mich morgen an den Müll 🗑️", "提醒我明天下午三点开会",
+                                  "remind me to 🎂 tomorrow 👍", "remind me to call Zoë\u0000 at 5\ud800"])
+def test_non_english_emoji_and_odd_characters_give_valid_copied_json(extractor, text):
+    obj, _ = extract(extractor, text)
+    clean = text.replace("\ud800", "\ufffd")
+    assert list(obj) == ["reminder", "time", "recurrence"]
+    assert all(v is None or (v and v in clean) for v in obj.values())
+
+
+def test_a_5000_character_request_is_cut_to_the_input_budget(extractor):
+    text = "remind me at 7pm to walk the dog. " + "blah " * 1000
+    obj, result = extract(extractor, text[:5000])
+    assert result.stats["truncated_tokens"] > 0  # the first 160 tokens are kept (tasks/reminders.py)
+    assert list(obj) == ["reminder", "time", "recurrence"]  # valid, whatever the model makes of the rest
+    assert all(v is None or v in text[:1000] for v in obj.values())

@@ -66,8 +66,7 @@ class PageModel:
         self.session = ModelSession(self.manifest, self.tokenizer, JsBackend(engine))
 
     async def warm_up(self) -> None:
-        """One short generation through the whole stack, so the first user request is not the first."""
-        await self.session.generate("SELECT", {"max_new_tokens": 8})
+        await self.session.warm_up()
 
     async def generate(self, prompt: str, options_json: str, on_token: Any = None, cancelled: Any = None) -> str:
         import json

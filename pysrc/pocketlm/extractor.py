@@ -59,8 +59,12 @@ class ReminderExtractor:
             schema = self.default_schema if response_format == "default" else compile_schema(response_format)
             # the model writes " {" after the separator; the constraint starts at "{"
             # values are copied whole words (slot values are), which also stops a weak copy mid-word
-            constraint = JsonConstraint(self.index, schema, eos_id=tok.eos_id, max_tokens=budget,
-                                        copy_source=text if copy_input else None, prefix=b" ", whole_words=True)
+            try:
+                constraint = JsonConstraint(self.index, schema, eos_id=tok.eos_id, max_tokens=budget,
+                                            copy_source=text if copy_input else None, prefix=b" ", whole_words=True)
+            except SchemaError as e:
+                raise SchemaError(f"max_new_tokens={budget} cannot hold the shortest valid output ({e}); "
+                                  "raise max_new_tokens") from None
         cache = self.backend.new_cache()
         result = await generate(
             self.backend.forward, cache, ids, options, eos_id=tok.eos_id, decode_bytes=self.tokenizer.decode_bytes,

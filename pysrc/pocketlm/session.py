@@ -99,6 +99,13 @@ class ModelSession:
                 raise SamplingError(f"copy_input must be true or false, got {value!r}")
         return SamplingOptions.from_dict(self.manifest.sampling, **options), inputs
 
+    async def warm_up(self) -> None:
+        """One short generation through the whole stack, so the first user request is not the first."""
+        if self.manifest.task == "sql":
+            await self.generate("SELECT", {"max_new_tokens": 8})
+        else:
+            await self.generate("remind me at 7pm to walk the dog")
+
     async def generate(self, prompt: str, options: dict[str, Any] | None = None,
                        on_token: Callable[[int, str], Any] | None = None,
                        cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:

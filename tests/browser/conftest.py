@@ -22,6 +22,7 @@ from webtools.serve import make_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RELEASE = os.path.join(ROOT, "web", "models", "sql-autocomplete")
+REMINDERS = os.path.join(ROOT, "web", "models", "reminder-extract")
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps trying to reach the (closed) network.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -55,7 +56,7 @@ def broken_copy(dst: str, corrupt_bytes: bool, fix_manifest: bool) -> str:
 @pytest.fixture(scope="session")
 def site_dir(tmp_path_factory):
     base = tmp_path_factory.mktemp("site-build")
-    models = [RELEASE, broken_copy(str(base / "corrupt-onnx"), corrupt_bytes=True, fix_manifest=True),
+    models = [RELEASE, REMINDERS, broken_copy(str(base / "corrupt-onnx"), corrupt_bytes=True, fix_manifest=True),
               broken_copy(str(base / "wrong-hash"), corrupt_bytes=False, fix_manifest=False)]
     out = str(base / "site")
     build(out, models)
