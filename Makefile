@@ -39,8 +39,11 @@ eval: setup
 
 demo: setup
 	@test -f web/models/sql-autocomplete/manifest.json || $(PYTHON) -m export sql-autocomplete --data $(DATA)
+	@test -f web/models/reminder-extract/manifest.json || $(PYTHON) -m export reminder-extract --data $(DATA)
 	@echo "SQL completion of 'SELECT name FROM' for a small schema, run natively:"
 	@$(PYTHON) -m pocketlm complete --model web/models/sql-autocomplete --schema docs/example-schema.txt "SELECT name FROM"
+	@echo "Reminder extraction, run natively:"
+	@$(PYTHON) -m pocketlm extract --model web/models/reminder-extract "remind me at 7pm to walk the dog"
 	@$(PYTHON) -m webtools.build_site
 	@echo
 	@echo "Open the page by double-click (no server needed):  file://$(CURDIR)/site/index.html"
