@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 
 from export.data import DataError, Group
 from pocketlm.tasks import reminders
@@ -61,15 +62,54 @@ def split_rows(rows: list[dict], val_fraction: float, seed: int) -> tuple[list[d
     return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
 
 
+WORD = re.compile(r"[A-Za-z]{3,}")
+KEEP = {"the", "and", "for", "with", "that", "this", "about", "from", "your", "my", "her", "his", "their", "our",
+        "remind", "reminder", "me", "to", "at", "on", "in", "by", "every", "each", "daily", "weekly"}
+
+
+def word_pool(rows: list[dict]) -> list[str]:
+    """Words of the training reminders, to draw replacements from (augmentation)."""
+    return sorted({w.lower() for r in rows if r["reminder"] for w in WORD.findall(r["reminder"])} - KEEP)
+
+
+def rename_words(row: dict, pool: list[str], rng: random.Random, share: float) -> dict:
+    """Augmentation: replace a share of the reminder's words by other words, in the text and in the
+    reminder alike, so the model must copy the reminder from the text rather than recall it.
+
+    >>> rename_words({"text": "remind me to walk the dog at 7", "reminder": "walk the dog", "time": "at 7",
+    ...               "recurrence": None}, ["feed", "cat"], random.Random(1), share=1.0)["text"]
+    'remind me to feed the cat at 7'
+    """
+    if not row["reminder"] or row["reminder"] not in row["text"]:
+        return row
+    mapping = {}
+    for w in WORD.findall(row["reminder"]):
+        if w.lower() not in KEEP and rng.random() < share:
+            mapping[w] = rng.choice(pool)
+    if not mapping:
+        return row
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(mapping, key=len, reverse=True))) + r")\b")
+    new_reminder = pattern.sub(lambda m: mapping[m.group(1)], row["reminder"])
+    text = row["text"].replace(row["reminder"], new_reminder, 1)
+    if any(row[k] and row[k] not in text for k in ("time", "recurrence")):
+        return row  # a time overlapped the renamed words: keep the original example
+    return {**row, "text": text, "reminder": new_reminder}
+
+
 def make_groups(tokenizer, rows: list[dict], *, bos_id: int, eos_id: int, max_seq_len: int, group_tokens: int,
-                rng: random.Random) -> list[Group]:
-    """Pack examples (shuffled) behind one `<bos>` into groups of <= group_tokens tokens."""
+                rng: random.Random, rename: float = 0.0, rename_share: float = 0.5,
+                pool: list[str] | None = None) -> list[Group]:
+    """Pack examples (shuffled) behind one `<bos>` into groups of <= group_tokens tokens; with
+    probability `rename` an example's reminder words are partly renamed (rename_words)."""
     groups: list[Group] = []
     group = None
     order = list(range(len(rows)))
     rng.shuffle(order)
     for j in order:
-        ids, start = reminders.training_ids(tokenizer, rows[j], bos_id=bos_id, eos_id=eos_id)
+        row = rows[j]
+        if rename and pool and rng.random() < rename:
+            row = rename_words(row, pool, rng, rename_share)
+        ids, start = reminders.training_ids(tokenizer, row, bos_id=bos_id, eos_id=eos_id)
         seg = ids[1:max_seq_len]  # without <bos>, which the group provides once
         if group is None or len(group.ids) + len(seg) > group_tokens:
             group = Group([bos_id], [0], [0], [-100])
@@ -87,12 +127,14 @@ class ReminderTrainingData:
     """reminder-extract's training data for export.train.train."""
 
     def __init__(self, tokenizer, train_rows, val_rows, *, bos_id: int, eos_id: int, max_seq_len: int, cfg):
-        self.tokenizer, self.train_rows, self.val_rows = tokenizer, train_rows, val_rows
+        self.tokenizer, self.train_rows, self.val_rows, self.cfg = tokenizer, train_rows, val_rows, cfg
         self.args = dict(bos_id=bos_id, eos_id=eos_id, max_seq_len=max_seq_len, group_tokens=cfg.group_tokens)
         self.key = [(r["text"], reminders.target_text(r)) for r in train_rows]
+        self.pool = word_pool(train_rows)
 
     def val_groups(self) -> list[Group]:
         return make_groups(self.tokenizer, self.val_rows, rng=random.Random(0), **self.args)
 
     def train_groups(self, rng: random.Random) -> list[Group]:
-        return make_groups(self.tokenizer, self.train_rows, rng=rng, **self.args)
+        return make_groups(self.tokenizer, self.train_rows, rng=rng, rename=self.cfg.rename,
+                           rename_share=self.cfg.rename_share, pool=self.pool, **self.args)
