@@ -10,7 +10,7 @@ EVAL_ARGS ?=
 PORT ?= 8000
 export PYTHONPATH := $(CURDIR)/pysrc:$(CURDIR)
 
-.PHONY: demo test export eval golden setup clean-venv site serve measure-page
+.PHONY: demo test export eval golden setup clean-venv site serve measure-page bench-constraint
 
 $(VENV)/.installed: requirements.txt
 	$(PY) -m venv $(VENV)
@@ -56,6 +56,10 @@ site: setup
 # Measure the built page headless (both ways of opening it) against native onnxruntime; a benchmark, not a test.
 measure-page: site
 	$(PYTHON) -m webtools.measure_page --json runs/measure-page.json
+
+# Per-token cost of schema-constrained JSON decoding on the reminder model's tokenizer.
+bench-constraint: setup
+	$(PYTHON) -m bench.json_constraint_cost
 
 # Serve site/ on 127.0.0.1 with the cross-origin isolation headers onnxruntime-web needs for threads.
 serve: site
