@@ -80,3 +80,22 @@ def test_cli_error_is_one_line(tmp_path):
                            "--model", str(tmp_path / "missing")], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_serve_without_a_built_site_is_a_one_line_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "webtools.serve", "--dir", str(tmp_path), "--port", "0"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: {tmp_path} has no index.html; build the site first with make site\n"
+
+
+def test_served_files_carry_the_isolation_headers_and_wasm_type(server):
+    import urllib.request
+
+    for path, ctype in (("index.html", "text/html"), ("vendor/ort/ort-wasm-simd-threaded.wasm", "application/wasm"),
+                        ("worker.mjs", "text/javascript")):
+        with urllib.request.urlopen(urllib.request.Request(server + path, method="HEAD")) as r:
+            assert r.headers["Content-Type"].startswith(ctype), path
+            assert r.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+            assert r.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+            assert r.headers["Cross-Origin-Resource-Policy"] == "same-origin"
