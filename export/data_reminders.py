@@ -10,39 +10,24 @@ from `<bos>`, so each example is computed exactly as on its own; only JSON token
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
 
 from export.data import DataError, Group
+from pocketlm.evals import reminders as evals_reminders
 from pocketlm.tasks import reminders
 
 
 def read_reminder_rows(path: str) -> list[dict]:
-    """Rows with a string `text` and string-or-null `reminder`, `time`, `recurrence`; duplicates dropped."""
+    """Rows {"text", "reminder", "time", "recurrence"} (the eval's reader and rules); duplicate texts dropped."""
     if not os.path.isfile(path):
         raise DataError(f"cannot read training data {path!r}: no such file; set DATA= to the data folder")
     rows, seen = [], set()
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(raw, dict) or not isinstance(raw.get("text"), str):
-                raise DataError(f"{path}:{n}: each row needs a string field 'text'")
-            row = {"text": raw["text"]}
-            for key in reminders.KEYS:
-                value = raw.get(key)
-                if value is not None and not isinstance(value, str):
-                    raise DataError(f"{path}:{n}: {key!r} must be a string or null, got {type(value).__name__}")
-                row[key] = value
-            if row["text"] not in seen:
-                seen.add(row["text"])
-                rows.append(row)
+    for row in evals_reminders.read_reminder_rows(path):
+        if row["text"] not in seen:
+            seen.add(row["text"])
+            rows.append({"text": row["text"], **{key: row.get(key) for key in reminders.KEYS}})
     if not rows:
         raise DataError(f"{path} holds no rows")
     return rows

@@ -14,39 +14,24 @@ Figures are also given per source (the row's "source" field up to its first "_",
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ..json_constraint import SchemaError, compile_schema, parse_output
 from ..tasks import reminders
+from .rows import read_jsonl
 
 _SCHEMA = compile_schema(reminders.SCHEMA)
 
 
 def read_reminder_rows(path: str, limit: int | None = None) -> list[dict]:
     """Rows with a string "text" and string-or-null "time"/"reminder"; an error names the bad line."""
-    try:
-        f = open(path, encoding="utf-8")
-    except OSError as e:
-        raise ValueError(f"cannot read {path!r}: {e.strerror}") from None
-    rows = []
-    with f:
-        for n, line in enumerate(f, 1):
-            if limit is not None and len(rows) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            ok = isinstance(row, dict) and isinstance(row.get("text"), str) and all(
-                k in row and (row[k] is None or isinstance(row[k], str)) for k in ("time", "reminder"))
-            if not ok or not (row.get("recurrence") is None or isinstance(row.get("recurrence"), str)):
-                raise ValueError(f"{path}:{n}: each row needs a string 'text' and string-or-null 'time' and "
-                                 "'reminder' (and 'recurrence' if present)")
-            rows.append(row)
-    return rows
+    def valid(row: dict) -> bool:
+        fields = ("time", "reminder") + (("recurrence",) if "recurrence" in row else ())
+        return isinstance(row.get("text"), str) and all(k in row and (row[k] is None or isinstance(row[k], str))
+                                                        for k in fields)
+
+    return read_jsonl(path, limit, valid=valid, need="a string 'text' and string-or-null 'time' and 'reminder' "
+                                                      "(and 'recurrence' if present)")
 
 
 def score_row(row: dict, output: dict | None) -> dict[str, Any]:

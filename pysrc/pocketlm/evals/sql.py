@@ -15,7 +15,6 @@ those of the full 16-token suggestion, computed with fewer forward passes.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Callable, Iterable
 
@@ -23,6 +22,7 @@ from ..constraints import TokenBytesIndex
 from ..completer import common_prefix
 from ..ngram import NgramModel
 from ..tasks import sql
+from .rows import read_jsonl
 
 SUGGESTION_TOKENS = 16
 MIN_ACCEPT = 2
@@ -204,25 +204,8 @@ def evaluate(model, tokenizer, rows: list[dict], train_rows: Iterable[dict], pro
 
 def read_rows(path: str, limit: int | None = None, required: tuple[str, ...] = ("schema", "sql")) -> list[dict]:
     """JSON-lines rows with the `required` string fields (others ignored); an error names the bad line."""
-    rows = []
-    try:
-        f = open(path, encoding="utf-8")
-    except OSError as e:
-        raise ValueError(f"cannot read {path!r}: {e.strerror}") from None
-    with f:
-        for n, line in enumerate(f, 1):
-            if limit is not None and len(rows) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in required):
-                raise ValueError(f"{path}:{n}: each row needs string fields {', '.join(map(repr, required))}")
-            rows.append(row)
-    return rows
+    return read_jsonl(path, limit, valid=lambda row: all(isinstance(row.get(k), str) for k in required),
+                      need=f"string fields {', '.join(map(repr, required))}")
 
 
 def print_progress(done: int, total: int) -> None:
