@@ -44,12 +44,17 @@ def cmd_complete(args) -> int:
     )
     result = asyncio.run(completer.complete(schema, args.prefix, options,
                                             finish_names=False if args.no_finish_names else None))
-    if args.json:
+    _print_result(result, args.json)
+    return 0
+
+
+def _print_result(result, as_json: bool) -> None:
+    """The text alone, or (--json) text, token ids, stop reason and timings."""
+    if as_json:
         print(json.dumps({"text": result.text, "token_ids": result.token_ids, "stop_reason": result.stop_reason,
-                          "stats": result.stats}))
+                          "stats": result.stats}, ensure_ascii=False))
     else:
         print(result.text)
-    return 0
 
 
 def cmd_extract(args) -> int:
@@ -59,11 +64,7 @@ def cmd_extract(args) -> int:
     extractor = ReminderExtractor(model.manifest, tokenizer, model)
     options = extractor.options(max_new_tokens=args.max_new_tokens)
     result = asyncio.run(extractor.extract(args.text, options, response_format=None if args.unconstrained else "default"))
-    if args.json:
-        print(json.dumps({"text": result.text, "token_ids": result.token_ids, "stop_reason": result.stop_reason,
-                          "stats": result.stats}, ensure_ascii=False))
-    else:
-        print(result.text)
+    _print_result(result, args.json)
     return 0
 
 

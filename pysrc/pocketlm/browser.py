@@ -74,6 +74,3 @@ class PageModel:
         result = await self.session.generate(prompt, json.loads(options_json), on_token=on_token,
                                              cancelled=(lambda: bool(cancelled())) if cancelled else None)
         return json.dumps(result)
-
-    def destroy(self) -> None:
-        self.session = None

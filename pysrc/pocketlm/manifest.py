@@ -228,8 +228,9 @@ def check_file(model_dir: str, file: str, sha256: str, role: str, size: int | No
     path = os.path.join(model_dir, file)
     if not os.path.isfile(path):
         raise ManifestError(f"{role} file {file!r} is missing from {model_dir!r}; re-export the model")
-    if size is not None and os.path.getsize(path) != size:
-        check_digest(role, file, "", sha256, os.path.getsize(path), size)
+    actual_size = os.path.getsize(path)
+    if size is not None and actual_size != size:  # the size error first, without hashing a wrong file
+        check_digest(role, file, "", sha256, actual_size, size)
     check_digest(role, file, sha256_file(path), sha256)
 
 

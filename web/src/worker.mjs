@@ -113,9 +113,7 @@ async function load(msg) {
   } catch (err) {
     throw new Error(`${model.file} could not be loaded by onnxruntime (${messageOf(err)}); re-export the model`);
   }
-  if (session) session.destroy();
-  if (engine) await engine.session.release();
-  engine = created;
+  engine = created;  // one model per worker: the page starts a new worker for another model
   const t1 = performance.now();
   postMessage({ type: "progress", phase: "model", message: "warming up" });
   const warm = msg.warmup === false ? { steps: 0 } : await warmUp(engine);
