@@ -96,26 +96,30 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, arch: Architecture):
+    def __init__(self, arch: Architecture, dropout: float = 0.0):
         super().__init__()
         self.attn_norm = RMSNorm(arch.dim, arch.norm_eps)
         self.attn = Attention(arch)
         self.mlp_norm = RMSNorm(arch.dim, arch.norm_eps)
         self.mlp = MLP(arch)
+        self.drop = nn.Dropout(dropout)  # on each residual branch, training only (identity in eval)
 
     def forward(self, x, cos, sin, past=None, mask=None):
         h, present = self.attn(self.attn_norm(x), cos, sin, past, mask)
-        x = x + h
-        return x + self.mlp(self.mlp_norm(x)), present
+        x = x + self.drop(h)
+        return x + self.drop(self.mlp(self.mlp_norm(x))), present
 
 
 class Transformer(nn.Module):
-    def __init__(self, arch: Architecture):
+    def __init__(self, arch: Architecture, dropout: float = 0.0):
+        """dropout: on the embeddings and every residual branch while training; the exported graphs
+        (inference) have none, so it changes the weights learnt, never the architecture."""
         super().__init__()
         arch.validate()
         self.arch = arch
         self.tok_embeddings = nn.Embedding(arch.vocab_size, arch.dim)
-        self.layers = nn.ModuleList(Block(arch) for _ in range(arch.n_layers))
+        self.drop = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(Block(arch, dropout) for _ in range(arch.n_layers))
         self.norm = RMSNorm(arch.dim, arch.norm_eps)
         cos, sin = rope_tables(arch)
         self.register_buffer("rope_cos", cos, persistent=False)
@@ -148,7 +152,7 @@ class Transformer(nn.Module):
             sin = self.rope_sin[start_pos : start_pos + T]
         else:
             cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # [B, T, Hd/2]
-        x = self.tok_embeddings(ids)  # [B, T, D]
+        x = self.drop(self.tok_embeddings(ids))  # [B, T, D]
         presents = []
         for i, layer in enumerate(self.layers):
             x, present = layer(x, cos, sin, None if past is None else past[i], mask)

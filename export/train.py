@@ -36,6 +36,7 @@ class TrainConfig:
     warmup: int = 100  # linear warm-up steps
     weight_decay: float = 0.1
     grad_clip: float = 1.0
+    dropout: float = 0.0  # on embeddings and residual branches while training (the exported graph has none)
     shuffle_tables: float = 0.5  # probability a group's schema lists its tables in shuffled order
     rename: float = 0.0  # probability a database's identifiers are partly renamed in a group (augmentation)
     rename_share: float = 0.5  # share of its identifiers renamed when it is
@@ -114,7 +115,7 @@ def train(arch: Architecture, cfg: TrainConfig, data, *, run_dir: str, log=print
     """
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    model = Transformer(arch)
+    model = Transformer(arch, dropout=cfg.dropout)
     optimizer = torch.optim.AdamW(
         _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8
     )

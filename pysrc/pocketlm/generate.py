@@ -35,6 +35,9 @@ class Constraint(Protocol):
     def advance(self, token_id: int) -> None:
         ...
 
+    # optional: narrow(logits, allowed) -> the subset of `allowed` to sample from, given the model's
+    # logits (pocketlm.json_constraint decides "value goes on" vs "closes" by the whole mass)
+
 
 @dataclass
 class GenerateResult:
@@ -89,6 +92,8 @@ async def generate(
             stats["prefill_ms"] = (time.perf_counter() - t0) * 1000.0
             t_decode = time.perf_counter()
         allowed = constraint.allowed() if constraint is not None else None
+        if allowed is not None and hasattr(constraint, "narrow"):
+            allowed = constraint.narrow(logits, allowed)
         token = sampler.sample(logits, generated, allowed)
         if constraint is not None:
             constraint.advance(token)
