@@ -81,11 +81,41 @@ def rename_words(row: dict, pool: list[str], rng: random.Random, share: float) -
     return {**row, "text": text, "reminder": new_reminder}
 
 
+def swap_spans(row: dict, donors: dict[str, list[str]], rng: random.Random) -> dict:
+    """Augmentation: replace the row's reminder and/or time, where the text holds it once, by another
+    training row's (the label follows), so the model sees real phrasing around new content and must
+    copy the span rather than recall it. Unlike rename_words the new spans are real phrases.
+
+    >>> swap_spans({"text": "remind me to walk the dog at 7", "reminder": "walk the dog", "time": "at 7",
+    ...             "recurrence": None}, {"reminder": ["call mom"], "time": ["tomorrow"]}, random.Random(5))
+    {'text': 'remind me to call mom tomorrow', 'reminder': 'call mom', 'time': 'tomorrow', 'recurrence': None}
+    """
+    for key in ("reminder", "time"):
+        old = row[key]
+        if not old or not donors.get(key) or row["text"].count(old) != 1 or rng.random() < 0.25:
+            continue
+        new = rng.choice(donors[key])
+        text = row["text"].replace(old, new, 1)
+        others = [k for k in reminders.KEYS if k != key and row[k]]
+        if all(text.count(row[k]) == 1 and row[k] not in new and new not in row[k] for k in others):
+            row = {**row, "text": text, key: new}
+    return row
+
+
+def span_donors(rows: list[dict]) -> dict[str, list[str]]:
+    """The reminders and times of the training rows, to swap in (swap_spans)."""
+    return {key: sorted({r[key] for r in rows if r[key] and r[key] in r["text"]}) for key in ("reminder", "time")}
+
+
 def make_groups(tokenizer, rows: list[dict], *, bos_id: int, eos_id: int, max_seq_len: int, group_tokens: int,
                 rng: random.Random, rename: float = 0.0, rename_share: float = 0.5,
-                pool: list[str] | None = None) -> list[Group]:
+                pool: list[str] | None = None, swap: float = 0.0,
+                donors: dict[str, list[str]] | None = None, prompt_loss: bool = False) -> list[Group]:
     """Pack examples (shuffled) behind one `<bos>` into groups of <= group_tokens tokens; with
-    probability `rename` an example's reminder words are partly renamed (rename_words)."""
+    probability `rename` an example's reminder words are partly renamed (rename_words), with
+    probability `swap` its reminder/time are swapped for other rows' (swap_spans). With `prompt_loss`
+    the request's own tokens carry loss too (a language-model signal on the text; validation keeps
+    the loss on the JSON only)."""
     groups: list[Group] = []
     group = None
     order = list(range(len(rows)))
@@ -94,6 +124,8 @@ def make_groups(tokenizer, rows: list[dict], *, bos_id: int, eos_id: int, max_se
         row = rows[j]
         if rename and pool and rng.random() < rename:
             row = rename_words(row, pool, rng, rename_share)
+        if swap and donors and rng.random() < swap:
+            row = swap_spans(row, donors, rng)
         ids, start = reminders.training_ids(tokenizer, row, bos_id=bos_id, eos_id=eos_id)
         seg = ids[1:max_seq_len]  # without <bos>, which the group provides once
         if group is None or len(group.ids) + len(seg) > group_tokens:
@@ -104,7 +136,8 @@ def make_groups(tokenizer, rows: list[dict], *, bos_id: int, eos_id: int, max_se
         group.positions += list(range(1, len(seg) + 1))
         group.segment += [seg_id] * len(seg)
         # predict token k+1 from token k, only where k+1 is part of the JSON (or its <eos>)
-        group.targets += [seg[k + 1] if k + 2 >= start else -100 for k in range(len(seg) - 1)] + [-100]
+        first = 0 if prompt_loss else start - 2
+        group.targets += [seg[k + 1] if k >= first else -100 for k in range(len(seg) - 1)] + [-100]
     return groups
 
 
@@ -116,10 +149,12 @@ class ReminderTrainingData:
         self.args = dict(bos_id=bos_id, eos_id=eos_id, max_seq_len=max_seq_len, group_tokens=cfg.group_tokens)
         self.key = [(r["text"], reminders.target_text(r)) for r in train_rows]
         self.pool = word_pool(train_rows)
+        self.donors = span_donors(train_rows)
 
     def val_groups(self) -> list[Group]:
         return make_groups(self.tokenizer, self.val_rows, rng=random.Random(0), **self.args)
 
     def train_groups(self, rng: random.Random) -> list[Group]:
         return make_groups(self.tokenizer, self.train_rows, rng=rng, rename=self.cfg.rename,
-                           rename_share=self.cfg.rename_share, pool=self.pool, **self.args)
+                           rename_share=self.cfg.rename_share, pool=self.pool, swap=self.cfg.swap,
+                           donors=self.donors, prompt_loss=self.cfg.prompt_loss, **self.args)

@@ -40,6 +40,8 @@ class TrainConfig:
     shuffle_tables: float = 0.5  # probability a group's schema lists its tables in shuffled order
     rename: float = 0.0  # probability a database's identifiers are partly renamed in a group (augmentation)
     rename_share: float = 0.5  # share of its identifiers renamed when it is
+    swap: float = 0.0  # reminders: probability an example's reminder/time are swapped for other rows' (augmentation)
+    prompt_loss: bool = False  # reminders: the request's tokens carry loss too, not only the JSON
     seed: int = 1234
     ckpt_every: int = 200  # steps between checkpoints
     eval_every: int = 500  # steps between validation-loss reports

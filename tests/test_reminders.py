@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, subprocess_env, write_jsonl
-from export.data_reminders import make_groups, split_rows
+from export.data_reminders import make_groups, span_donors, split_rows, swap_spans
 from pocketlm.tasks import reminders
 from pocketlm.tokenizer import Tokenizer
 
@@ -73,9 +73,12 @@ def test_target_is_canonical_json_in_key_order():
     assert list(json.loads(text)) == list(reminders.KEYS)
 
 
-def test_packed_groups_carry_loss_on_the_json_only(quick_model, rows):
+@pytest.mark.parametrize("prompt_loss", [False, True])
+def test_packed_groups_carry_loss_on_the_json_only(quick_model, rows, prompt_loss):
+    """...or, with prompt_loss, on every token from the second of the request on."""
     tok = Tokenizer.from_file(quick_model / "tokenizer.json")
-    groups = make_groups(tok, rows[:5], bos_id=1, eos_id=2, max_seq_len=256, group_tokens=4096, rng=random.Random(0))
+    groups = make_groups(tok, rows[:5], bos_id=1, eos_id=2, max_seq_len=256, group_tokens=4096, rng=random.Random(0),
+                         prompt_loss=prompt_loss)
     assert len(groups) == 1
     g = groups[0]
     for seg in range(1, 6):
@@ -87,7 +90,21 @@ def test_packed_groups_carry_loss_on_the_json_only(quick_model, rows):
         full, start = reminders.training_ids(tok, row, bos_id=1, eos_id=2)
         assert ids == full
         scored = [g.targets[i] for i in where if g.targets[i] != -100]
-        assert scored == full[start:]  # every JSON token and <eos>, nothing of the request
+        assert scored == full[2 if prompt_loss else start:]  # every JSON token and <eos> (and the request after its first token)
+
+
+def test_swapped_spans_stay_exact_labels_of_the_new_text(rows):
+    donors = span_donors(rows)
+    rng, changed = random.Random(3), 0
+    for row in rows:
+        new = swap_spans(row, donors, rng)
+        for key in reminders.KEYS:  # a label copied from the text once still is
+            if row[key] is not None and row["text"].count(row[key]) == 1:
+                assert new["text"].count(new[key]) == 1, (row, new)
+        assert (new["reminder"] is None) == (row["reminder"] is None) and (new["time"] is None) == (row["time"] is None)
+        assert new["recurrence"] == row["recurrence"]
+        changed += new != row
+    assert changed > len(rows) // 2
 
 
 def test_split_is_seeded_and_disjoint(rows):
