@@ -10,7 +10,7 @@ EVAL_ARGS ?=
 PORT ?= 8000
 export PYTHONPATH := $(CURDIR)/pysrc:$(CURDIR)
 
-.PHONY: demo test export eval golden setup clean-venv site serve measure-page bench-constraint
+.PHONY: demo test export eval golden setup clean-venv site serve measure-page bench-constraint bench
 
 $(VENV)/.installed: requirements.txt
 	$(PY) -m venv $(VENV)
@@ -60,6 +60,21 @@ measure-page: site
 # Per-token cost of schema-constrained JSON decoding on the reminder model's tokenizer.
 bench-constraint: setup
 	$(PYTHON) -m bench.json_constraint_cost
+
+# Side-by-side performance report: the page vs native onnxruntime vs transformers.js, per model and variant
+# (bench/results.json, bench/history/, bench/REPORT.md, bench/*.png; about 15 min). BENCH_ARGS=--quick for a short run.
+# transformers.js and matplotlib are installed for the bench only (bench/js, bench/requirements.txt).
+BENCH_ARGS ?=
+bench/js/node_modules/.installed: bench/js/package.json bench/js/package-lock.json
+	cd bench/js && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+$(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	touch $@
+
+bench: setup bench/js/node_modules/.installed $(VENV)/.bench-installed
+	$(PYTHON) -m bench $(BENCH_ARGS)
 
 # Serve site/ on 127.0.0.1 with the cross-origin isolation headers onnxruntime-web needs for threads.
 serve: site

@@ -21,7 +21,7 @@ from .sampler import SamplingError, SamplingOptions
 from .tokenizer import Tokenizer
 
 # Options that are the task's inputs rather than sampling settings, per manifest.task.
-TASK_INPUTS = {"sql": ("schema",), "reminders": ("response_format", "copy_input")}
+TASK_INPUTS = {"sql": ("schema",), "reminders": ("response_format", "copy_input"), "text": ("ignore_eos",)}
 
 
 def option_names(task: str) -> set[str]:
@@ -75,6 +75,10 @@ class ModelSession:
             from .extractor import ReminderExtractor
 
             self.runner = ReminderExtractor(manifest, tokenizer, backend)
+        elif manifest.task == "text":
+            from .tasks.text import TextGenerator
+
+            self.runner = TextGenerator(manifest, tokenizer, backend)
         else:
             raise ManifestError(f"task {manifest.task!r} of model {manifest.name!r} is not supported by this pocketlm")
 
@@ -95,14 +99,16 @@ class ModelSession:
                 raise SamplingError(f"schema must be a string, got {type(value).__name__}")
             if key == "response_format" and not (isinstance(value, dict) or value in ("default", "none")):
                 raise SamplingError(f"response_format must be a JSON schema object, 'default' or 'none', got {value!r}")
-            if key == "copy_input" and not isinstance(value, bool):
-                raise SamplingError(f"copy_input must be true or false, got {value!r}")
+            if key in ("copy_input", "ignore_eos") and not isinstance(value, bool):
+                raise SamplingError(f"{key} must be true or false, got {value!r}")
         return SamplingOptions.from_dict(self.manifest.sampling, **options), inputs
 
     async def warm_up(self) -> None:
         """One short generation through the whole stack, so the first user request is not the first."""
         if self.manifest.task == "sql":
             await self.generate("SELECT", {"max_new_tokens": 8})
+        elif self.manifest.task == "text":
+            await self.generate("", {"max_new_tokens": 8})
         else:
             await self.generate("remind me at 7pm to walk the dog")
 
@@ -114,7 +120,9 @@ class ModelSession:
         reminder-extract: `prompt` is the request; result["text"] is the JSON text and result["json"]
         the parsed object (None if unconstrained output does not parse). options["response_format"]:
         a JSON schema (the subset in pocketlm.json_constraint), "default" (the task's) or "none";
-        options["copy_input"] (default true): string values must be copied from the request."""
+        options["copy_input"] (default true): string values must be copied from the request.
+        text (pocketlm.tasks.text): `prompt` is the text to continue; result["text"] the continuation;
+        options["ignore_eos"] (default false): do not stop at <eos> (benchmarks: a fixed token count)."""
         if not isinstance(prompt, str):
             raise SamplingError(f"prompt must be a string, got {type(prompt).__name__}")
         sampling, inputs = self.options(options)
@@ -127,6 +135,9 @@ class ModelSession:
                                                copy_input=inputs.get("copy_input", True) is not False,
                                                on_token=on_token, cancelled=cancelled)
             extra["json"] = parse_json(result.text)
+        elif self.manifest.task == "text":
+            result = await self.runner.generate(prompt, sampling, ignore_eos=inputs.get("ignore_eos") is True,
+                                                on_token=on_token, cancelled=cancelled)
         else:
             result = await self.runner.complete(inputs.get("schema") or "", prompt, sampling,
                                                 on_token=on_token, cancelled=cancelled)

@@ -15,6 +15,7 @@ export class Engine {
     this.caches = new Map();
     this.nextId = 1;
     this.queue = Promise.resolve();
+    this.lastRunMs = 0;  // the last session.run alone (make bench's per-token breakdown)
   }
 
   static async create(ort, modelBytes, manifest, options = {}) {
@@ -71,7 +72,9 @@ export class Engine {
       feeds[graph.past_key.replace("{i}", i)] = new ort.Tensor("float32", cache.keys[i].subarray(0, P * rowSize), [P, ...dims]);
       feeds[graph.past_value.replace("{i}", i)] = new ort.Tensor("float32", cache.values[i].subarray(0, P * rowSize), [P, ...dims]);
     }
+    const t0 = performance.now();
     const out = await this.session.run(feeds);
+    this.lastRunMs = performance.now() - t0;
     for (let i = 0; i < arch.n_layers; i++) {
       cache.keys[i].set(out[graph.new_key.replace("{i}", i)].data, P * rowSize);
       cache.values[i].set(out[graph.new_value.replace("{i}", i)].data, P * rowSize);

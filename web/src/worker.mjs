@@ -76,11 +76,14 @@ function engineForPython(engine) {
     length: (id) => engine.length(id),
     truncate: (id, n) => engine.truncate(id, n),
     forward: async (id, ids) => {
+      const t0 = performance.now();
       if (performance.now() - lastYield > 5) {
         await yieldToMessages();
         lastYield = performance.now();
       }
-      return engine.forward(id, ids);
+      const logits = await engine.forward(id, ids);
+      if (timing) timing.forwarded(t0, engine.lastRunMs, ids.length);
+      return logits;
     },
   };
 }
@@ -126,9 +129,46 @@ async function load(msg) {
 async function generate(msg) {
   if (!session) throw new Error("no model is loaded");
   const onToken = (tokenId, text) => postMessage({ type: "token", id: msg.id, token_id: tokenId, text });
-  const cancelled = () => aborted.has(msg.id);
-  const out = await session.generate(msg.prompt, JSON.stringify(msg.options ?? {}), onToken, cancelled);
-  return JSON.parse(out);
+  timing = new StepTiming();
+  const cancelled = () => { timing.checked(); return aborted.has(msg.id); };
+  try {
+    const out = JSON.parse(await session.generate(msg.prompt, JSON.stringify(msg.options ?? {}), onToken, cancelled));
+    out.stats.timing = timing.done();
+    out.stats.pyodide_heap_bytes = pyodide._module.HEAP8.length;
+    return out;
+  } finally {
+    timing = null;
+  }
+}
+
+// Where a decode step's time goes (make bench), summed over the steps after the first forward pass
+// (the prefill). The generate loop calls cancelled() right before each forward pass, so per step:
+// python = forward k-1 returned -> cancelled() (resuming Python, logits to Python, sampling, the loop),
+// handoff = cancelled() -> forward k called (token ids to JS, the call), run = session.run alone,
+// engine = the rest of forward k in JS (feeds, KV-cache append, logits copy, the message yield).
+let timing = null;
+class StepTiming {
+  constructor() {
+    Object.assign(this, { steps: 0, run_ms: 0, engine_ms: 0, handoff_ms: 0, python_ms: 0, calls: 0, checkedAt: 0, returnedAt: 0 });
+  }
+  checked() {
+    this.checkedAt = performance.now();
+    if (this.calls >= 1) this.python_ms += this.checkedAt - this.returnedAt;
+  }
+  forwarded(t0, runMs, n) {
+    this.returnedAt = performance.now();
+    if (this.calls++ >= 1 && n === 1) {
+      this.steps++;
+      this.handoff_ms += t0 - this.checkedAt;
+      this.run_ms += runMs;
+      this.engine_ms += this.returnedAt - t0 - runMs;
+    }
+  }
+  done() {
+    if (this.calls >= 1) this.python_ms += performance.now() - this.returnedAt;  // the last token's sampling
+    const { steps, run_ms, engine_ms, handoff_ms, python_ms } = this;
+    return { steps, run_ms, engine_ms, handoff_ms, python_ms };
+  }
 }
 
 const handlers = { init, load, generate };

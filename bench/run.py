@@ -1,0 +1,618 @@
+"""`make bench`: pocketlm in the browser against native onnxruntime and transformers.js, per model and variant.
+
+    python -m bench [--quick] [--models a,b] [--variants fp32,int8,q4] [--threads 1,2] [--runs 3] [--no-file]
+
+Writes bench/results.json (this run), bench/history/<UTC>.json (every run), bench/REPORT.md and
+bench/*.png (bench/report.py). Progress goes to stderr; a failure the run cannot go past is one line
+`error: ...` and exit status 2. Work files (site, models, hf exports) go to runs/bench/.
+
+What is run, per model and variant (every model through the generic "text" task: the shipped models
+as text-task copies of their folders, so all three runtimes get exactly the same prompt ids):
+1. correctness first: greedy, 128 new tokens from a 16-token prompt, <eos> banned (pocketlm's
+   `ignore_eos`, transformers.js' `min_new_tokens`): native onnxruntime, the page, transformers.js;
+   the token ids must be equal (a mismatch is flagged in results.json and REPORT.md, never hidden);
+2. decode tok/s: median over --runs generations of 128 tokens, tok/s = (tokens - 1) / decode time
+   (first token to last, as pocketlm's stats.decode_ms); prefill ms for 16- and 128-token prompts;
+3. the page (web/, through window.pocketlm as a user calls it) over http from one origin with
+   COOP/COEP: a fresh context (cold) then a reload (warm): navigation -> model ready and -> first
+   token (performance.now(), the page's navigation start is 0), bytes fetched (cold), the renderer's
+   peak RSS, Pyodide's wasm heap, the per-token breakdown (web/src/worker.mjs StepTiming);
+4. transformers.js 4.3.1 (bench/js, npm) on the hf/ export of the same weights (export/hf_export.py),
+   dtype fp32 for our fp32, q8 (model_quantized.onnx, quantize_int8 of the hf graph) for our int8;
+   no q4 file exists in the hf layout, so q4 has no transformers.js figure;
+5. threads: 1 everywhere; with --threads 1,2 also 2 (http pages are cross-origin isolated; native
+   onnxruntime uses the same count); file:// (shipped models only, built into the page, their own
+   task, one thread): navigation -> ready -> first token, cold and warm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import datetime
+import heapq
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+WORK = os.path.join(ROOT, "runs", "bench")
+CHROMIUM = "/usr/bin/chromium"
+SHIPPED = ["sql-autocomplete", "reminder-extract"]
+RANDOM = ["llama2c-15m", "llama-3m"]
+ALL_MODELS = ["llama2c-15m", "sql-autocomplete", "llama-3m", "reminder-extract"]
+NEW_TOKENS = 128
+PROMPT_TOKENS = 16
+PREFILL_LENGTHS = (16, 128)
+THREADED_VARIANTS = ("fp32", "int8")  # threads > 1 are measured for these (q4 is slow and 2 threads did not help it)
+TJS_DTYPE = {"fp32": "fp32", "int8": "q8"}  # our variant -> transformers.js dtype (hf/ file); q4: none
+GEN = {"max_new_tokens": NEW_TOKENS, "temperature": 0.0, "stop": [], "ignore_eos": True}
+OWN_TASK_INPUT = {  # file:// loads: the shipped models with their own task (what the page does)
+    "sql-autocomplete": ["SELECT name FROM ", {"schema": "singer(Singer_ID, Name, Country, Age)", "max_new_tokens": 16}],
+    "reminder-extract": ["remind me at 7pm to walk the dog", {}],
+}
+
+
+class BenchError(Exception):
+    """Something the run needs is missing; the message is one line for the user."""
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+# ---------------------------------------------------------------- preparation
+def prepare_models(names: list[str]) -> dict[str, dict]:
+    """Model folders (runs/bench/models/<name>, task "text") and their hf/ exports (runs/bench/hf/<name>)."""
+    from bench.models import as_text_model, build_random_model
+    from pocketlm.manifest import load_manifest
+
+    out = {}
+    for name in names:
+        if name in SHIPPED:
+            src = os.path.join(ROOT, "web", "models", name)
+            if not os.path.isfile(os.path.join(src, "manifest.json")):
+                raise BenchError(f"web/models/{name} is missing; run make export MODEL={name}")
+            folder = as_text_model(src, os.path.join(WORK, "models"))
+        elif name in RANDOM:
+            folder = build_random_model(name, os.path.join(WORK, "models"), log=log)
+        else:
+            raise BenchError(f"unknown model {name!r}; known: {', '.join(ALL_MODELS)}")
+        manifest = load_manifest(folder, check_files=False)
+        out[name] = {"dir": folder, "hf": hf_export(folder, name), "manifest": manifest,
+                     "params": param_count(manifest.architecture), "shipped": name in SHIPPED}
+    return out
+
+
+def param_count(a) -> int:
+    hd = a.dim // a.n_heads
+    per_layer = a.dim * (a.n_heads * hd + 2 * a.n_kv_heads * hd) + a.n_heads * hd * a.dim + 3 * a.dim * a.hidden_dim + 2 * a.dim
+    return a.vocab_size * a.dim + a.n_layers * per_layer + a.dim
+
+
+def hf_export(model_dir: str, name: str) -> str | None:
+    """runs/bench/hf/<name>, rebuilt when the model's fp32 file changed (key beside the folder)."""
+    from pocketlm.manifest import load_manifest
+
+    out = os.path.join(WORK, "hf", name)
+    key_path = out + ".key"
+    key = load_manifest(model_dir, check_files=False).variant("fp32").sha256
+    if os.path.isfile(os.path.join(out, "onnx", "model_quantized.onnx")) and os.path.isfile(key_path) \
+            and open(key_path).read() == key:
+        return out
+    try:
+        from export.hf_export import write_hf
+    except ImportError as e:
+        log(f"no hf/ export for {name}: export/hf_export.py cannot be imported ({e}); transformers.js is skipped")
+        return None
+    log(f"hf/ export of {name}")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    write_hf(model_dir, out, quantized=True, log=lambda m: None)
+    with open(key_path, "w") as f:
+        f.write(key)
+    return out
+
+
+def build_site() -> str:
+    """pocketlm's page built from the current sources into runs/bench/site (shipped models embedded)."""
+    from webtools.build_site import BuildError, build
+
+    out = os.path.join(WORK, "site")
+    dirs = [os.path.join(ROOT, "web", "models", m) for m in SHIPPED]
+    try:
+        build(out, [d for d in dirs if os.path.isfile(os.path.join(d, "manifest.json"))])
+    except BuildError as e:
+        raise BenchError(str(e)) from None
+    return out
+
+
+def source_text(name: str) -> str:
+    """Text the prompts are cut from: the model's own domain for shipped models, synthetic for random ones."""
+    if name == "sql-autocomplete":
+        with open(os.path.join(ROOT, "web", "schemas", sorted(os.listdir(os.path.join(ROOT, "web", "schemas")))[0]),
+                  encoding="utf-8") as f:
+            schema = f.read()
+        queries = ["SELECT name, country FROM singer WHERE age > 30 ORDER BY name",
+                   "SELECT count(*) FROM concert WHERE year = 2014", "SELECT T1.name FROM stadium AS T1 JOIN concert AS T2 "
+                   "ON T1.stadium_id = T2.stadium_id GROUP BY T2.stadium_id ORDER BY count(*) DESC LIMIT 1"]
+        return schema + "\n\n" + " ".join(queries * 8)
+    if name == "reminder-extract":
+        return " ".join(["remind me at 7pm to walk the dog", "remind me tomorrow morning to call the dentist about my appointment",
+                         "set a reminder every monday at 9am to water the plants", "remind me in two hours to take the cake out"] * 10)
+    from bench.models import synthetic_text
+
+    return "".join(synthetic_text(7, n_lines=120, n_words=2000))
+
+
+def exact_prompt(tokenizer, source: str, n_total: int) -> tuple[str, list[int]]:
+    """A text whose text-task prompt (<bos> + tokens) is exactly n_total ids; returns (text, ids)."""
+    from pocketlm.tasks.text import prompt_ids
+
+    ids = tokenizer.encode(source)
+    if len(ids) < n_total + 8:
+        raise BenchError(f"prompt source text has only {len(ids)} tokens, need {n_total}")
+    for cut in [n_total - 1] + [n_total - 1 + d for d in (1, -1, 2, -2, 3, -3, 4, -4, 5, -5)]:
+        text = tokenizer.decode(ids[:cut])
+        p, _ = prompt_ids(tokenizer, text, bos_id=1, max_seq_len=10**6, reserve=0)
+        if len(p) == n_total:
+            return text, p
+    raise BenchError(f"could not cut a {n_total}-token prompt")
+
+
+def prompts_for(model: dict, name: str) -> dict:
+    from pocketlm.tasks.text import prompt_ids
+    from pocketlm.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_file(os.path.join(model["dir"], "tokenizer.json"))
+    bos = model["manifest"].tokenizer.bos_id
+    src = source_text(name)
+    out = {}
+    for n in sorted(set(PREFILL_LENGTHS) | {PROMPT_TOKENS}):
+        text, _ = exact_prompt(tok, src, n)
+        ids, dropped = prompt_ids(tok, text, bos_id=bos, max_seq_len=model["manifest"].architecture.max_seq_len,
+                                  reserve=1 if n != PROMPT_TOKENS else NEW_TOKENS)
+        if dropped or len(ids) != n:
+            raise BenchError(f"{name}: the {n}-token prompt does not fit the context")
+        out[n] = {"text": text, "ids": ids}
+    return out
+
+
+# ---------------------------------------------------------------- native
+def native_runs(model: dict, variant: str, threads: int, prompts: dict, runs: int) -> dict:
+    """pocketlm's own loop (ModelSession, text task) on onnxruntime: tokens, decode and prefill runs."""
+    from pocketlm.native import NativeModel
+    from pocketlm.session import ModelSession
+    from pocketlm.tokenizer import Tokenizer
+
+    backend = NativeModel(model["dir"], variant=variant, threads=threads)
+    session = ModelSession(model["manifest"], Tokenizer.from_file(os.path.join(model["dir"], "tokenizer.json")), backend)
+
+    eos, margins = model["manifest"].tokenizer.eos_id, []
+    forward = backend.forward
+
+    async def recording(ids, cache):  # the first generation also records each step's top-2 logit margin
+        logits = await forward(ids, cache)
+        top = [v for i, v in heapq.nlargest(3, enumerate(logits), key=lambda iv: iv[1]) if i != eos]  # <eos> is banned
+        margins.append(top[0] - top[1])
+        return logits
+
+    async def go():
+        backend.forward = recording
+        try:
+            first = await session.generate(prompts[PROMPT_TOKENS]["text"], GEN)
+        finally:
+            del backend.forward
+        res = {"tokens": first["token_ids"], "margins": margins[:len(first["token_ids"])], "runs": [], "prefill": {}}
+        for _ in range(runs):
+            o = await session.generate(prompts[PROMPT_TOKENS]["text"], GEN)
+            res["runs"].append({"tokens": len(o["token_ids"]) - 1, "decode_ms": o["stats"]["decode_ms"],
+                                "same": o["token_ids"] == first["token_ids"]})
+        for n in PREFILL_LENGTHS:
+            res["prefill"][n] = [(await session.generate(prompts[n]["text"], {**GEN, "max_new_tokens": 1}))["stats"]["prefill_ms"]
+                                 for _ in range(runs)]
+        return res
+
+    return asyncio.run(go())
+
+
+# ---------------------------------------------------------------- browser
+OURS_JS = """async ({manifest, variant, threads, prompt, opts, runs, prefill, ownTask}) => {
+  let firstAt = null;
+  const m = await pocketlm.load(manifest, {variant, threads});
+  const ready = performance.now();
+  try {
+    const o1 = ownTask ? {...ownTask[1]} : opts;
+    const first = await m.generate(ownTask ? ownTask[0] : prompt,
+                                   {...o1, onToken: () => { if (firstAt === null) firstAt = performance.now(); }});
+    const res = {ready_ms: ready, first_token_ms: firstAt ?? performance.now(), tokens: first.token_ids,
+                 load_stats: m.stats, threads: m.threads, isolated: self.crossOriginIsolated, runs: [], prefill: {},
+                 pyodide_heap_bytes: first.stats.pyodide_heap_bytes};
+    for (let i = 0; i < runs; i++) {
+      const o = await m.generate(prompt, opts);
+      res.runs.push({tokens: o.token_ids.length - 1, decode_ms: o.stats.decode_ms, timing: o.stats.timing,
+                     same: o.token_ids.join() === first.token_ids.join()});
+      res.pyodide_heap_bytes = o.stats.pyodide_heap_bytes;
+    }
+    for (const [n, p] of prefill) {
+      res.prefill[n] = [];
+      for (let i = 0; i < runs; i++) res.prefill[n].push((await m.generate(p, {...opts, max_new_tokens: 1})).stats.prefill_ms);
+    }
+    return res;
+  } finally { m.dispose(); }
+}"""
+TJS_JS = "async (args) => { await new Promise((r) => { const t = () => window.tjsBench ? r() : setTimeout(t, 5); t(); }); return await window.tjsBench.run(args); }"
+
+
+class Browser:
+    """One headless Chromium (Debian's), launched with a marker so its renderer processes can be found."""
+
+    def __init__(self, playwright):
+        from webtools.measure_page import CHROMIUM_ARGS
+
+        self.marker = f"--pocketlm-bench={uuid.uuid4().hex}"
+        self.browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + [self.marker])
+        self.version = self.browser.version
+
+    def renderers(self) -> set[int]:
+        """Pids of this browser's renderer processes (descendants of the process carrying the marker)."""
+        procs = {}
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        cmd = f.read().replace(b"\0", b" ")  # zygote children rewrite theirs space-separated
+                    with open(f"/proc/{pid}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                    procs[int(pid)] = (ppid, cmd)
+                except (OSError, ValueError, IndexError):
+                    pass
+        roots = {p for p, (_, cmd) in procs.items() if self.marker.encode() in cmd and b"--type=" not in cmd}
+
+        def ours(p):
+            seen = 0
+            while p in procs and seen < 10:
+                if p in roots:
+                    return True
+                p, seen = procs[p][0], seen + 1
+            return False
+
+        return {p for p, (_, cmd) in procs.items() if b"--type=renderer" in cmd and ours(p)}
+
+    def measure(self, url: str, js: str, cold_args: dict, warm_args: dict | None = None, mode: str = "http") -> dict:
+        """`js` in a fresh context (cold), then, with warm_args, again after a reload (warm); bytes, peak RSS."""
+        from webtools.measure_page import track_requests
+
+        before = self.renderers()
+        context = self.browser.new_context()
+        try:
+            seen = track_requests(context, mode)
+            page = context.new_page()
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            cold = page.evaluate(js, cold_args)
+            page.wait_for_timeout(100)
+            cold["bytes"], cold["requests"] = sum(n for _, _, n in seen), len(seen)
+            warm = None
+            if warm_args is not None:
+                seen.clear()
+                page.reload()
+                warm = page.evaluate(js, warm_args)
+                warm["bytes"], warm["requests"] = sum(n for _, _, n in seen), len(seen)
+            new = self.renderers() - before
+            return {"cold": cold, "warm": warm, "peak_rss_bytes": max((vm_hwm(p) for p in new), default=None),
+                    "page_errors": errors[:3]}
+        finally:
+            context.close()
+
+    def close(self):
+        self.browser.close()
+
+
+def vm_hwm(pid: int) -> int | None:
+    """Peak resident memory (VmHWM) of a process, bytes."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def ours_http(br: Browser, base: str, name: str, variant: str, threads: int, prompts: dict, runs: int, warm: bool) -> dict:
+    """The page: a cold load with the first (correctness) generation; the timed runs after a reload when
+    `warm` (cold and warm load figures), else in the same cold page."""
+    args = {"manifest": f"/bench-models/{name}/manifest.json", "variant": variant, "threads": threads,
+            "prompt": prompts[PROMPT_TOKENS]["text"], "opts": GEN, "ownTask": None}
+    timed = {**args, "runs": runs, "prefill": [[n, prompts[n]["text"]] for n in PREFILL_LENGTHS]}
+    if warm:
+        return br.measure(f"{base}/index.html?autoload=0", OURS_JS, {**args, "runs": 0, "prefill": []}, timed)
+    return br.measure(f"{base}/index.html?autoload=0", OURS_JS, timed)
+
+
+def ours_file(br: Browser, site: str, name: str) -> dict:
+    url = "file://" + urllib.request.pathname2url(os.path.join(site, "index.html")) + "?autoload=0"
+    args = {"manifest": name, "variant": "fp32", "threads": 1, "prompt": "", "opts": {}, "runs": 0, "prefill": [],
+            "ownTask": OWN_TASK_INPUT[name]}
+    return br.measure(url, OURS_JS, args, args, mode="file")
+
+
+def tjs_http(br: Browser, base: str, name: str, dtype: str, threads: int, prompts: dict, runs: int, warm: bool) -> dict:
+    args = {"name": name, "dtype": dtype, "threads": threads, "ids": prompts[PROMPT_TOKENS]["ids"], "newTokens": NEW_TOKENS}
+    timed = {**args, "timedRuns": runs, "warmRuns": 1, "prefill": [[n, prompts[n]["ids"]] for n in PREFILL_LENGTHS]}
+    if warm:
+        return br.measure(f"{base}/bench/tjs.html", TJS_JS, {**args, "timedRuns": 0, "warmRuns": 0, "prefill": []}, timed)
+    return br.measure(f"{base}/bench/tjs.html", TJS_JS, timed)
+
+
+# ---------------------------------------------------------------- summary
+def tok_s(runs: list[dict]) -> float | None:
+    """Median over runs of (tokens - 1... already counted by the caller) / decode seconds."""
+    return median([1000.0 * r["tokens"] / r["decode_ms"] for r in runs if r.get("decode_ms")])
+
+
+def divergence(a: list[int] | None, b: list[int] | None) -> int | None:
+    """Index of the first differing token (or the shorter length), None when equal or unknown."""
+    if a is None or b is None or a == b:
+        return None
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def summarize(name: str, model: dict, variant: str, threads: int, native: dict | None, ours: dict | None,
+              tjs: dict | None, errors: list[str]) -> dict:
+    """One results row; the keys the issue asks for first."""
+    # the timed runs are in the warm page when there was a reload, else in the cold one
+    oc, ow_ = (ours or {}).get("cold") or {}, (ours or {}).get("warm") or {}
+    tc, tw_ = (tjs or {}).get("cold") or {}, (tjs or {}).get("warm") or {}
+    ow, tw = ow_ or oc, tw_ or tc
+    b_tps = tok_s(ow.get("runs", [])) if ours else None
+    n_tps = tok_s(native["runs"]) if native else None
+    t_tps = tok_s(tw.get("runs", [])) if tjs else None
+    row = {
+        "model": name, "variant": variant, "threads": threads, "protocol": "http",
+        "browser_tokens_per_s": b_tps, "native_tokens_per_s": n_tps, "tjs_tokens_per_s": t_tps,
+        "browser_cold_first_token_ms": oc.get("first_token_ms"), "tjs_cold_first_token_ms": tc.get("first_token_ms"),
+        "browser_native_ratio": b_tps / n_tps if b_tps and n_tps else None,
+        "ours_tjs_ratio": b_tps / t_tps if b_tps and t_tps else None,
+        "browser_cold_ready_ms": oc.get("ready_ms"), "browser_warm_ready_ms": ow_.get("ready_ms"),
+        "browser_warm_first_token_ms": ow_.get("first_token_ms"),
+        "tjs_cold_ready_ms": tc.get("ready_ms"), "tjs_warm_ready_ms": tw_.get("ready_ms"),
+        "tjs_warm_first_token_ms": tw_.get("first_token_ms"),
+        "params": model["params"], "vocab_size": model["manifest"].architecture.vocab_size,
+        "variant_bytes": model["manifest"].variant(variant).bytes,
+        "tjs_dtype": TJS_DTYPE.get(variant), "tjs_note": None if variant in TJS_DTYPE else
+        "no q4 file in the hf/ (transformers.js) layout: export/hf_export.py writes fp32 and q8 only",
+        "prefill_ms": {
+            "browser": {n: median(ow.get("prefill", {}).get(str(n), [])) for n in PREFILL_LENGTHS} if ours else None,
+            "native": {n: median(native["prefill"][n]) for n in PREFILL_LENGTHS} if native else None,
+            "tjs_first_token": {n: median(tw.get("prefill", {}).get(str(n), [])) for n in PREFILL_LENGTHS} if tjs else None,
+        },
+        "bytes_loaded": {"browser_cold": oc.get("bytes"), "browser_warm": ow_.get("bytes"), "tjs_cold": tc.get("bytes"),
+                         "tjs_warm": tw_.get("bytes")},
+        "memory": {"browser_peak_rss_bytes": (ours or {}).get("peak_rss_bytes"),
+                   "browser_pyodide_heap_bytes": ow.get("pyodide_heap_bytes"),
+                   "tjs_peak_rss_bytes": (tjs or {}).get("peak_rss_bytes")},
+        "breakdown_ms_per_token": breakdown(ow.get("runs", [])) if ours else None,
+        "errors": errors,
+    }
+    # correctness: greedy tokens of the three runtimes (browser and transformers.js: their first generation)
+    nat, brw, tj = (native or {}).get("tokens"), oc.get("tokens"), tc.get("tokens")
+    row["correctness"] = {
+        "native_tokens": nat, "browser_equals_native": None if nat is None or brw is None else brw == nat,
+        "browser_first_divergence": divergence(nat, brw),
+        "tjs_equals_native": None if nat is None or tj is None else tj == nat, "tjs_first_divergence": divergence(nat, tj),
+        "browser_equals_tjs": None if brw is None or tj is None else brw == tj,
+        # native's top-2 logit margin where the sequences part: a near tie (small) is a rounding flip, not a bug
+        "native_margin_at_browser_divergence": margin_at((native or {}).get("margins"), divergence(nat, brw)),
+        "native_margin_at_tjs_divergence": margin_at((native or {}).get("margins"), divergence(nat, tj)),
+        "native_min_margin": min((native or {}).get("margins") or [None], key=lambda x: float("inf") if x is None else x),
+        "repeat_runs_equal": all(r.get("same", True) for r in ow.get("runs", []) + tw.get("runs", []) + (native or {}).get("runs", [])),
+    }
+    row["correct"] = row["correctness"]["browser_equals_native"] is not False and row["correctness"]["tjs_equals_native"] is not False
+    row["raw"] = {"native": native and {k: v for k, v in native.items() if k not in ("tokens", "margins")},
+                  "browser": ours and strip_tokens(ours), "tjs": tjs and strip_tokens(tjs)}
+    return row
+
+
+def margin_at(margins: list | None, index: int | None) -> float | None:
+    return margins[index] if margins and index is not None and index < len(margins) else None
+
+
+def strip_tokens(r: dict) -> dict:
+    return {k: {kk: vv for kk, vv in v.items() if kk != "tokens"} if isinstance(v, dict) else v for k, v in r.items() if v is not None}
+
+
+def breakdown(runs: list[dict]) -> dict | None:
+    """Per-token ms of the decode phase, medians over runs: ORT run, JS engine, hand-off, Python."""
+    parts = {"ort_run": "run_ms", "js_engine": "engine_ms", "handoff": "handoff_ms", "python": "python_ms"}
+    rows = [r["timing"] for r in runs if r.get("timing") and r["timing"].get("steps")]
+    if not rows:
+        return None
+    out = {k: median([t[v] / t["steps"] for t in rows]) for k, v in parts.items()}
+    out["total"] = median([r["decode_ms"] / max(r["tokens"], 1) for r in runs])
+    return out
+
+
+# ---------------------------------------------------------------- machine info
+def machine_info(chromium_version: str | None) -> dict:
+    import onnxruntime
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+
+    def npm_version(folder, pkg):
+        try:
+            with open(os.path.join(folder, "node_modules", pkg, "package.json"), encoding="utf-8") as f:
+                return json.load(f)["version"]
+        except OSError:
+            return None
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "chromium": chromium_version, "native_onnxruntime": onnxruntime.__version__,
+            "pyodide": npm_version(os.path.join(ROOT, "web"), "pyodide"),
+            "onnxruntime_web": npm_version(os.path.join(ROOT, "web"), "onnxruntime-web"),
+            "transformers_js": npm_version(os.path.join(BENCH, "js"), "@huggingface/transformers"),
+            "transformers_js_onnxruntime_web": npm_version(os.path.join(BENCH, "js"), "onnxruntime-web"),
+            "load_average_start": list(os.getloadavg())}
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# ---------------------------------------------------------------- main
+def run(args) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    t_start = time.perf_counter()
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        raise BenchError(f"{CHROMIUM} is missing; install Debian's chromium package (apt-get install chromium)")
+    if not os.path.isfile(os.path.join(BENCH, "js", "node_modules", "@huggingface", "transformers", "dist", "transformers.min.js")):
+        raise BenchError("bench/js/node_modules is missing; run: cd bench/js && npm ci --ignore-scripts --no-audit --no-fund")
+    log(f"preparing models {', '.join(args.models)}; building the page into runs/bench/site")
+    models = prepare_models(args.models)
+    site = build_site()
+    prompts = {name: prompts_for(m, name) for name, m in models.items()}
+    configs = [(name, v, t) for name in args.models for v in args.variants for t in args.threads
+               if v in models[name]["manifest"].variants and (t == 1 or v in THREADED_VARIANTS)]
+    from bench.server import start
+
+    server, base = start(site, WORK)
+    rows, file_loads = [], []
+    try:
+        with sync_playwright() as p:
+            br = Browser(p)
+            info = machine_info(br.version)
+            log(f"machine: {info['cpu']}, {info['cores']} cores, Chromium {info['chromium']}, load {info['load_average_start']}")
+            try:
+                for name, v, t in configs:
+                    errors = []
+                    # native right before the page and transformers.js, so the three share the machine's load
+                    log(f"native {name} {v} threads={t}")
+                    try:
+                        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # asyncio.run beside Playwright's loop
+                            nat = pool.submit(native_runs, models[name], v, t, prompts[name], args.runs).result()
+                    except Exception as e:  # report and go on: one broken variant must not hide the others
+                        nat = None
+                        errors.append(f"native: {type(e).__name__}: {one_line(e)}")
+                    log(f"browser {name} {v} threads={t}")
+                    try:
+                        ours = ours_http(br, base, name, v, t, prompts[name], args.runs, warm=(v, t) == ("fp32", 1))
+                    except Exception as e:
+                        ours = None
+                        errors.append(f"browser: {one_line(e)}")
+                    tjs = None
+                    if v in TJS_DTYPE and models[name]["hf"] and not args.no_tjs:
+                        log(f"transformers.js {name} {TJS_DTYPE[v]} threads={t}")
+                        try:
+                            tjs = tjs_http(br, base, name, TJS_DTYPE[v], t, prompts[name], args.runs, warm=(v, t) == ("fp32", 1))
+                        except Exception as e:
+                            errors.append(f"transformers.js: {one_line(e)}")
+                    row = summarize(name, models[name], v, t, nat, ours, tjs, errors)
+                    c = row["correctness"]
+                    if c["browser_equals_native"] is False or c["tjs_equals_native"] is False:
+                        log(f"MISMATCH {name} {v} threads={t}: browser==native {c['browser_equals_native']} "
+                            f"(first diff at {c['browser_first_divergence']}), transformers.js==native "
+                            f"{c['tjs_equals_native']} (first diff at {c['tjs_first_divergence']})")
+                    for e in errors:
+                        log(f"error in {name} {v} threads={t}: {e}")
+                    rows.append(row)
+                if not args.no_file:
+                    for name in [m for m in args.models if m in SHIPPED]:
+                        log(f"file:// {name} (own task)")
+                        try:
+                            r = ours_file(br, site, name)
+                            file_loads.append({"model": name, "variant": "fp32", "threads": 1, "protocol": "file",
+                                               "task": "own",
+                                               "cold_ready_ms": r["cold"]["ready_ms"], "cold_first_token_ms": r["cold"]["first_token_ms"],
+                                               "warm_ready_ms": r["warm"]["ready_ms"], "warm_first_token_ms": r["warm"]["first_token_ms"],
+                                               "cold_bytes": r["cold"]["bytes"], "peak_rss_bytes": r["peak_rss_bytes"]})
+                        except Exception as e:
+                            file_loads.append({"model": name, "protocol": "file", "error": one_line(e)})
+            finally:
+                br.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    info["load_average_end"] = list(os.getloadavg())
+    by_model = {}
+    for r in rows:
+        if r["threads"] == 1:
+            by_model.setdefault(r["model"], {})[r["variant"]] = {k: r[k] for k in (
+                "browser_tokens_per_s", "native_tokens_per_s", "tjs_tokens_per_s", "browser_cold_first_token_ms",
+                "tjs_cold_first_token_ms", "threads", "protocol", "browser_native_ratio", "ours_tjs_ratio", "correct")}
+    return {"format": 1, "started_utc": args.started, "commit": git_commit(), "quick": args.quick,
+            "options": {"models": args.models, "variants": args.variants, "threads": args.threads, "runs": args.runs,
+                        "new_tokens": NEW_TOKENS, "prompt_tokens": PROMPT_TOKENS, "prefill_lengths": list(PREFILL_LENGTHS)},
+            "machine": info, "models": {n: {"params": m["params"], "vocab_size": m["manifest"].architecture.vocab_size,
+                                             "random_weights": not m["shipped"], "dim": m["manifest"].architecture.dim,
+                                             "n_layers": m["manifest"].architecture.n_layers} for n, m in models.items()},
+            "by_model": by_model, "rows": rows, "file_loads": file_loads,
+            "all_correct": all(r["correct"] for r in rows), "total_s": time.perf_counter() - t_start}
+
+
+def one_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a few minutes: llama-3m and sql-autocomplete, fp32+int8, one thread, no file://")
+    parser.add_argument("--models", help=f"comma-separated (default: {','.join(ALL_MODELS)})")
+    parser.add_argument("--variants", help="comma-separated (default: fp32,int8,q4)")
+    parser.add_argument("--threads", help="comma-separated thread counts (default: 1,2)")
+    parser.add_argument("--runs", type=int, default=3, help="timed generations per figure (median; default 3)")
+    parser.add_argument("--no-tjs", action="store_true", help="skip transformers.js")
+    parser.add_argument("--no-file", action="store_true", help="skip the file:// loads")
+    parser.add_argument("--out", default=BENCH, help="where results.json, history/, REPORT.md and plots go (default bench/)")
+    args = parser.parse_args(argv)
+    args.models = (args.models or ("llama-3m,sql-autocomplete" if args.quick else ",".join(ALL_MODELS))).split(",")
+    args.variants = (args.variants or ("fp32,int8" if args.quick else "fp32,int8,q4")).split(",")
+    args.threads = [int(t) for t in (args.threads or ("1" if args.quick else "1,2")).split(",")]
+    args.no_file = args.no_file or args.quick
+    args.runs = max(3, args.runs)
+    args.started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H-%M-%SZ")
+    try:
+        from playwright.sync_api import Error as PlaywrightError  # noqa: F401
+    except ImportError:
+        print("error: playwright is not installed in this Python (pip install -r requirements.txt)", file=sys.stderr)
+        return 2
+    try:
+        results = run(args)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from bench.report import write_all
+
+    paths = write_all(results, args.out)
+    log(f"done in {results['total_s']:.0f} s: " + ", ".join(os.path.relpath(p, ROOT) for p in paths))
+    if not results["all_correct"]:
+        log("WARNING: greedy tokens differ between runtimes for some rows; see REPORT.md 'Correctness'")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

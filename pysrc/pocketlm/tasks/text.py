@@ -1,0 +1,94 @@
+"""The generic "text" task: continue a text (stories, a benchmark's prompt, any model's raw continuation).
+
+Prompt format "text-v1": `<bos> encode(text)`, and the model continues it; no task-specific
+constraint, the sampling options are the usual ones (pocketlm.sampler.SamplingOptions) with the
+manifest's `sampling` as defaults. One task input besides them:
+
+- ignore_eos (default false): never stop at <eos>; its logit is pushed far below every other one
+  before sampling (as Hugging Face's `min_new_tokens` does with -inf), so greedy decoding runs for
+  exactly max_new_tokens (unless a stop string or the context ends it). Benchmarks use it to time
+  a fixed number of tokens.
+
+Context policy: when `<bos>` + the text + the room for the output (min(max_new_tokens,
+max_seq_len // 2)) exceed max_seq_len, the text's oldest tokens are dropped (the continuation
+depends most on what comes last); result.stats["truncated_tokens"] counts them.
+
+>>> class Tok:                                   # a toy tokenizer: one token per character
+...     def encode(self, text): return [ord(c) for c in text]
+>>> prompt_ids(Tok(), "abcdef", bos_id=1, max_seq_len=8, reserve=4)
+([1, 100, 101, 102], 3)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..generate import GenerateResult, generate
+from ..tokenizer import replace_lone_surrogates
+
+FORMAT = "text-v1"
+# Added to <eos>'s logit under ignore_eos: finite (the sampler's fast path stays on), yet below any real logit.
+EOS_BAN = -1.0e30
+
+
+def prompt_ids(tokenizer, text: str, *, bos_id: int, max_seq_len: int, reserve: int) -> tuple[list[int], int]:
+    """(`<bos> encode(text)` cut to leave `reserve` positions free, number of text tokens dropped)."""
+    ids = tokenizer.encode(replace_lone_surrogates(text))
+    room = max(max_seq_len - reserve - 1, 0)
+    dropped = max(len(ids) - room, 0)
+    return [bos_id] + ids[dropped:], dropped
+
+
+def ban_token(forward, token_id: int):
+    """A forward pass whose logits never let `token_id` win: its logit is set to EOS_BAN."""
+
+    async def banned(ids, cache):
+        logits = await forward(ids, cache)
+        try:
+            logits[token_id] = EOS_BAN
+        except TypeError:  # a read-only view (e.g. a memoryview over JS memory): take a copy
+            logits = logits.tolist() if hasattr(logits, "tolist") else list(logits)
+            logits[token_id] = EOS_BAN
+        return logits
+
+    return banned
+
+
+class TextGenerator:
+    """The text task wired to any backend (pocketlm.native.NativeModel or the browser's JsBackend).
+
+    One KV cache is kept and reset per call (a prompt is run from its start every time).
+    """
+
+    def __init__(self, manifest, tokenizer, backend: Any):
+        if manifest.prompt.get("format", FORMAT) != FORMAT:
+            raise ValueError(f"model {manifest.name!r} uses prompt format {manifest.prompt.get('format')!r}, "
+                             f"not {FORMAT!r}: it is not a text model")
+        self.manifest, self.tokenizer, self.backend = manifest, tokenizer, backend
+        self._cache = backend.new_cache()
+
+    async def generate(
+        self,
+        text: str,
+        options,
+        *,
+        ignore_eos: bool = False,
+        on_token: Callable[[int, str], Any] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> GenerateResult:
+        """Continue `text`; result.text is the continuation (without the prompt)."""
+        arch, tok = self.manifest.architecture, self.manifest.tokenizer
+        ids, dropped = prompt_ids(self.tokenizer, text, bos_id=tok.bos_id, max_seq_len=arch.max_seq_len,
+                                  reserve=min(options.max_new_tokens, arch.max_seq_len // 2))
+        self._cache.truncate(0)
+        forward = ban_token(self.backend.forward, tok.eos_id) if ignore_eos else self.backend.forward
+        result = await generate(
+            forward, self._cache, ids, options, eos_id=tok.eos_id, decode_bytes=self.tokenizer.decode_bytes,
+            max_seq_len=arch.max_seq_len, on_token=on_token, cancelled=cancelled,
+        )
+        result.stats["prompt_tokens"] = len(ids)
+        result.stats["truncated_tokens"] = dropped
+        return result
+
+
+__all__ = ["FORMAT", "TextGenerator", "prompt_ids", "ban_token", "GenerateResult"]

@@ -1,0 +1,109 @@
+"""make bench's logic that can break without a browser: the results rows and report writer (from fake
+measurements), the random-model builder (a tiny shape), exact-length prompts. No timing assertions."""
+
+import asyncio
+import json
+import os
+
+import pytest
+
+from bench import report, run
+from bench.models import build_random_model
+from pocketlm.manifest import Architecture, load_manifest
+from pocketlm.native import NativeModel
+from pocketlm.session import ModelSession
+from pocketlm.tokenizer import Tokenizer
+
+TINY = Architecture(vocab_size=300, dim=32, n_layers=2, n_heads=2, n_kv_heads=2, hidden_dim=64, max_seq_len=64)
+TOKENS = list(range(10, 138))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return build_random_model("tiny", str(tmp_path_factory.mktemp("models")), arch=TINY, seed=3, log=lambda m: None)
+
+
+def fake_page(tokens, tok_s, first_ms):
+    runs = [{"tokens": 127, "decode_ms": 127_000.0 / tok_s, "same": True,
+             "timing": {"steps": 127, "run_ms": 100.0, "engine_ms": 10.0, "handoff_ms": 5.0, "python_ms": 20.0}}] * 3
+    return {"cold": {"ready_ms": first_ms - 50, "first_token_ms": first_ms, "tokens": tokens, "bytes": 40e6},
+            "warm": {"ready_ms": first_ms - 500, "first_token_ms": first_ms - 450, "bytes": 40e6, "runs": runs,
+                     "prefill": {"16": [5.0, 6.0, 7.0], "128": [40.0, 41.0, 42.0]}, "pyodide_heap_bytes": 31e6},
+            "peak_rss_bytes": 300e6}
+
+
+def fake_results(tiny_model, *, tjs_tokens, started="2026-01-01T00-00-00Z"):
+    manifest = load_manifest(tiny_model, check_files=False)
+    model = {"params": run.param_count(manifest.architecture), "manifest": manifest}
+    native = {"tokens": TOKENS, "margins": [2.0] * 40 + [0.05] + [2.0] * 87, "runs": [{"tokens": 127, "decode_ms": 127.0, "same": True}] * 3,
+              "prefill": {16: [1.0, 2.0, 3.0], 128: [8.0, 9.0, 10.0]}}
+    rows = [run.summarize("llama2c-15m", model, "fp32", 1, native, fake_page(TOKENS, 400.0, 3000.0),
+                          fake_page(tjs_tokens, 250.0, 2000.0), []),
+            run.summarize("llama2c-15m", model, "q4", 1, native, fake_page(TOKENS, 40.0, 3000.0), None,
+                          ["transformers.js: something broke"])]
+    by_model = {"llama2c-15m": {r["variant"]: {k: r[k] for k in ("browser_tokens_per_s", "tjs_tokens_per_s",
+                                                                  "browser_cold_first_token_ms", "tjs_cold_first_token_ms")}
+                                for r in rows}}
+    return {"format": 1, "started_utc": started, "commit": "abc1234", "quick": False, "total_s": 600.0,
+            "options": {"new_tokens": 128, "prompt_tokens": 16, "runs": 3, "prefill_lengths": [16, 128]},
+            "machine": {"cpu": "test cpu", "cores": 2, "load_average_start": [0.1, 0.2, 0.3], "load_average_end": [1, 1, 1]},
+            "by_model": by_model, "rows": rows, "file_loads": [{"model": "sql-autocomplete", "error": "boom"}],
+            "all_correct": all(r["correct"] for r in rows)}
+
+
+def test_rows_hold_the_issue_keys_and_ratios(tiny_model):
+    row = fake_results(tiny_model, tjs_tokens=TOKENS)["rows"][0]
+    for key in ("browser_tokens_per_s", "native_tokens_per_s", "tjs_tokens_per_s", "browser_cold_first_token_ms",
+                "tjs_cold_first_token_ms", "threads", "protocol"):
+        assert key in row
+    assert row["browser_tokens_per_s"] == pytest.approx(400.0) and row["native_tokens_per_s"] == pytest.approx(1000.0)
+    assert row["browser_native_ratio"] == pytest.approx(0.4) and row["ours_tjs_ratio"] == pytest.approx(1.6)
+    assert row["correct"] and row["breakdown_ms_per_token"]["ort_run"] == pytest.approx(100.0 / 127)
+    assert row["prefill_ms"]["browser"][128] == 41.0 and row["prefill_ms"]["native"][16] == 2.0
+    assert row["memory"]["browser_peak_rss_bytes"] == 300e6 and row["correctness"]["browser_equals_tjs"]
+
+
+def test_a_token_mismatch_is_reported_loudly(tiny_model, tmp_path):
+    other = TOKENS[:40] + [7] + TOKENS[41:]
+    results = fake_results(tiny_model, tjs_tokens=other)
+    row = results["rows"][0]
+    assert not row["correct"] and row["correctness"]["tjs_first_divergence"] == 40
+    report.write_all(results, str(tmp_path))
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "MISMATCH" in text and "first diff at token 40, native top-2 margin there 0.050" in text and "**NO**" in text
+
+
+def test_report_history_and_files(tiny_model, tmp_path):
+    report.write_all(fake_results(tiny_model, tjs_tokens=TOKENS, started="2026-01-01T00-00-00Z"), str(tmp_path))
+    paths = report.write_all(fake_results(tiny_model, tjs_tokens=TOKENS, started="2026-01-02T00-00-00Z"), str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "history")) == ["2026-01-01T00-00-00Z.json", "2026-01-02T00-00-00Z.json"]
+    text = (tmp_path / "REPORT.md").read_text()
+    history = text[text.index("## History"):]
+    assert "2026-01-01T00-00-00Z" in history and "2026-01-02T00-00-00Z" in history
+    assert "– (no q4)" in text and "transformers.js: something broke" in text and "error: boom" in text
+    assert "| 400 | 1000 | 250 | 0.40 | 1.60 |" in text
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["by_model"]["llama2c-15m"]["fp32"]["tjs_tokens_per_s"] == pytest.approx(250.0)
+    pngs = [p for p in paths if p.endswith(".png")]
+    if pngs:  # matplotlib installed (bench/requirements.txt)
+        assert all(os.path.getsize(p) > 1000 for p in pngs)
+
+
+def test_random_model_folder_is_valid_and_cached(tiny_model):
+    m = load_manifest(tiny_model)  # checks every file's size and sha256
+    assert m.task == "text" and m.architecture == TINY and sorted(m.variants) == ["fp32", "int8", "q4"]
+    assert Tokenizer.from_file(os.path.join(tiny_model, "tokenizer.json")).vocab_size == TINY.vocab_size
+    mtime = os.path.getmtime(os.path.join(tiny_model, "model.onnx"))
+    assert build_random_model("tiny", os.path.dirname(tiny_model), arch=TINY, seed=3, log=lambda m: None) == tiny_model
+    assert os.path.getmtime(os.path.join(tiny_model, "model.onnx")) == mtime
+    session = ModelSession(m, Tokenizer.from_file(os.path.join(tiny_model, "tokenizer.json")), NativeModel(tiny_model))
+    out = asyncio.run(session.generate("Hello there", {"max_new_tokens": 20, "ignore_eos": True, "stop": []}))
+    assert len(out["token_ids"]) == 20
+
+
+def test_exact_prompts_have_the_asked_length(tiny_model):
+    tok = Tokenizer.from_file(os.path.join(tiny_model, "tokenizer.json"))
+    src = "".join(__import__("bench.models", fromlist=["x"]).synthetic_text(7, n_lines=60, n_words=500))
+    for n in (16, 48):
+        text, ids = run.exact_prompt(tok, src, n)
+        assert len(ids) == n and ids[0] == 1 and ids[1:] == tok.encode(text)
