@@ -53,6 +53,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export.onnx_graph import EMBEDDING, LM_HEAD_NODE, OPSET, _Builder, rope_tables
+from export.swap import swap_in
 from pocketlm.manifest import Architecture, ManifestError, check_file, load_manifest
 
 PRODUCER = "pocketlm.export.hf_export"
@@ -287,24 +288,6 @@ def _verify(model_dir: str, fp32_name: str, int8_name: str | None, staging: str,
         raise HfExportError(f"the quantized hf graph agrees with fp32 on only {agree:.0%} of top-1 picks")
 
 
-def _swap_in(staging: str, out_dir: str) -> None:
-    """Replace out_dir by staging; the old folder is kept until the new one is in place (as export/pipeline)."""
-    old = None
-    if os.path.exists(out_dir):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=os.path.dirname(out_dir))
-        os.rmdir(old)
-        os.replace(out_dir, old)
-    try:
-        os.replace(staging, out_dir)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out_dir)
-        raise
-    os.chmod(out_dir, 0o755)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _check_target(model_dir: str, out_dir: str) -> None:
     """Refuse a target whose replacement would delete something this export did not write."""
     real_out, real_model = os.path.realpath(out_dir), os.path.realpath(model_dir)
@@ -378,7 +361,7 @@ def write_hf(model_dir: str, out_dir: str | None = None, *, quantized: bool = Tr
         _verify(model_dir, fp32[0], int8, staging, quantized, log)
         wrote = [(os.path.relpath(os.path.join(root, name), staging), os.path.getsize(os.path.join(root, name)))
                  for root, _, files in os.walk(staging) for name in sorted(files)]
-        _swap_in(staging, out_dir)
+        swap_in(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

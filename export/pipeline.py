@@ -24,6 +24,7 @@ from export import onnx_graph, quantize
 from export.data import SqlTrainingData, group_by_database, read_sql_rows, split_by_database
 from export.data_reminders import ReminderTrainingData, read_reminder_rows, split_rows
 from export.recipes import Recipe
+from export.swap import swap_in
 from export.tokenizer_train import check_parity, save_tokenizer, train_tokenizer
 from export.train import fingerprint, train
 from pocketlm.manifest import GraphContract, Manifest, TokenizerInfo, Variant, load_manifest, sha256_file
@@ -127,7 +128,7 @@ def export_model(recipe: Recipe, data_dir: str, out_root: str, run_root: str, lo
         with open(os.path.join(staging, "manifest.json"), "w", encoding="utf-8") as f:
             f.write(manifest.to_json())
         load_manifest(staging)  # everything we wrote must read back and verify
-        _swap_in(staging, out_dir)
+        swap_in(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -192,24 +193,6 @@ def _run_prefill(path: str, arch, ids: list[int]):
         feeds[graph.past_key.format(i=i)] = empty
         feeds[graph.past_value.format(i=i)] = empty
     return session.run([graph.logits], feeds)[0][0]
-
-
-def _swap_in(staging: str, out_dir: str) -> None:
-    """Replace out_dir by staging; the old folder is kept until the new one is in place."""
-    old = None
-    if os.path.exists(out_dir):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=os.path.dirname(out_dir))
-        os.rmdir(old)
-        os.replace(out_dir, old)
-    try:
-        os.replace(staging, out_dir)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out_dir)
-        raise
-    os.chmod(out_dir, 0o755)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_jsonl(path: str, rows: list[dict]) -> None:
