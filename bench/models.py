@@ -33,7 +33,7 @@ import tempfile
 from pocketlm.manifest import Architecture, Manifest, TokenizerInfo, Variant, load_manifest, sha256_file
 from pocketlm.tasks import text as text_task
 
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3  # 3: decode graphs carry the greedy head (next_token, logits_sum)
 VARIANTS = {"fp32": ("model.onnx", "none"), "int8": ("model.int8.onnx", "int8-dynamic"),
             "q4": ("model.q4.onnx", "q4-matmulnbits-block32")}
 SPECIALS = {"pad_id": 0, "bos_id": 1, "eos_id": 2}

@@ -8,8 +8,12 @@ caller owning the KV cache (pocketlm.manifest.GraphContract; DESIGN.md "ONNX gra
              past.{i}.key  float32 [P, K, Hd]      the caller's cache rows 0 .. P-1 (position-major)
              past.{i}.value float32 [P, K, Hd]
     outputs  logits        float32 [1, S, V]       every position
+             next_token    int64   [1]             ArgMax of the last position's logits (ties -> lowest id)
+             logits_sum    float32 [1]             sum of that row (not finite <=> a NaN/inf logit)
              new.{i}.key   float32 [S, K, Hd]      only the S new rows (keys already rotated)
              new.{i}.value float32 [S, K, Hd]
+The greedy head (next_token, logits_sum) lets plain greedy decoding fetch two numbers instead of V
+logits (pocketlm.generate); it is built when the contract names it (GraphContract.has_head).
 
 Shapes: S new positions, P cached positions, T = P+S, D dim, H heads, K kv heads, R = H/K,
 Hd head dim, F hidden dim, V vocab, M max_seq_len. Activations are 2-D [S, D] between layers.
@@ -193,11 +197,19 @@ def build_decode_graph(
     h = g.op("Mul", [rms(x, "final_norm"), "norm.gain"], "final_norm.out")  # [S, D]
     logits = g.op("Gemm", [h, EMBEDDING], LM_HEAD_NODE, transB=1)  # [S, V] = h @ E^T
     g.op("Unsqueeze", [logits, g.const("axis0", [0])], contract.logits)  # [1, S, V]
+    if contract.has_head:  # greedy head over the last position (the one decoding continues from)
+        g.inits.append(numpy_helper.from_array(np.array(-1, np.int64), "head.last_row"))  # scalar: drops the axis
+        last = g.op("Gather", [logits, "head.last_row"], "head.last", axis=0)  # [V]
+        g.op("ArgMax", [last], contract.next_token, axis=0, keepdims=1, select_last_index=0)  # [1] int64
+        g.op("ReduceSum", [last], contract.logits_sum, keepdims=1)  # [1]: NaN/inf anywhere -> not finite
 
     f32, i64 = TensorProto.FLOAT, TensorProto.INT64
     inputs = [helper.make_tensor_value_info(contract.input_ids, i64, [1, "S"]),
               helper.make_tensor_value_info(contract.position_ids, i64, [1, "S"])]
     outputs = [helper.make_tensor_value_info(contract.logits, f32, [1, "S", V])]
+    if contract.has_head:
+        outputs += [helper.make_tensor_value_info(contract.next_token, i64, [1]),
+                    helper.make_tensor_value_info(contract.logits_sum, f32, [1])]
     for i in range(arch.n_layers):
         for name in (contract.past_key, contract.past_value):
             inputs.append(helper.make_tensor_value_info(name.format(i=i), f32, ["P", K, Hd]))

@@ -23,6 +23,9 @@ raised the relative logit error on random weights from 0.165 to 0.191 (dim 64) a
 (dim 256, top-1 agreement unchanged at that scale) — taken for -45 % bytes; share_embedding=False keeps E.
 
 Both outputs are deterministic (same input bytes -> same output bytes; tests/test_onnx_graph.py).
+The graph's outputs are kept as they are: logits, the greedy head (next_token = ArgMax and logits_sum,
+which read the lm head's output tensor, whichever node now computes it) and the new K/V rows
+(tests/test_greedy_head.py runs the head on both quantized variants).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The one Pyodide-aware module: a pocketlm backend whose forward pass is web/src/engine.mjs.
 
 The engine (JavaScript) owns the onnxruntime-web session and the KV caches; Python holds only a
-cache id and receives the last position's logits (a Float32Array, converted with one copy).
+cache id and receives the last position's logits (a Float32Array, converted with one copy), or, for
+plain greedy steps on a graph with the greedy head, just [token, logits_sum] (pocketlm.generate).
 Everything else (tokenizer, sampler, generate loop, task formats) is the same code as in CPython,
 which is what lets browser output be checked token for token against the native run.
 
@@ -11,6 +12,8 @@ It imports nothing from Pyodide at module level, so it can be imported (not used
 from __future__ import annotations
 
 from typing import Any
+
+from .generate import Greedy, head_aware
 
 
 class JsCache:
@@ -32,14 +35,22 @@ class JsBackend:
 
     def __init__(self, engine: Any):
         self.engine = engine
+        self.has_head = bool(getattr(engine, "hasHead", False))  # the graph has next_token + logits_sum
 
     def new_cache(self) -> JsCache:
         return JsCache(self.engine, int(self.engine.newCache()))
 
-    async def forward(self, token_ids: list[int], cache: JsCache):
+    @head_aware
+    async def forward(self, token_ids: list[int], cache: JsCache, want: str = "logits"):
+        """The last position's logits, or with want="argmax" (and the head) a Greedy: no logits cross."""
         from pyodide.ffi import to_js  # only here: this path runs in Pyodide alone
 
-        logits = await self.engine.forward(cache.id, to_js(list(token_ids)))
+        if want not in ("logits", "argmax"):
+            raise ValueError(f"want must be 'logits' or 'argmax', got {want!r}")
+        if want == "argmax" and self.has_head:
+            token, total = (await self.engine.forward(cache.id, to_js(list(token_ids)), "argmax")).to_py()
+            return Greedy(int(token), float(total))  # [next_token, logits_sum] as JS numbers
+        logits = await self.engine.forward(cache.id, to_js(list(token_ids)), "logits")
         return logits.to_py()  # memoryview of float32, [vocab]: the sampler reads it as floats
 
 

@@ -77,7 +77,17 @@ class GraphContract:
              positions of the caller's cache (position-major, so appending is a flat copy).
     Outputs: logits float32 [1, S, vocab] (every position: the last one for decoding, all for evals);
              new.{i}.key / new.{i}.value float32 [S, n_kv_heads, head_dim] — only the S new rows,
-             which the caller appends to its own preallocated cache.
+             which the caller appends to its own preallocated cache;
+             the greedy head (optional): next_token int64 [1] = ArgMax of the LAST position's logits
+             (ties -> lowest id, as pocketlm.sampler.argmax) and logits_sum float32 [1] = the sum of
+             that row (not finite <=> a NaN/inf logit: the runtime then re-runs for the row and the
+             sampler raises its usual error). Plain greedy decoding fetches these two instead of
+             `logits`, so Python never scans (and onnxruntime-web never copies) the whole vocabulary.
+
+    The head exists iff `next_token` and `logits_sum` are both names (both None: no head). New
+    exports record them (the defaults below); a manifest written before the head existed has no
+    such keys, and manifest_from_dict reads a missing key as None, so those models keep the logits
+    path unchanged (a missing key is not the default here, on purpose).
     """
 
     input_ids: str = "input_ids"
@@ -89,6 +99,13 @@ class GraphContract:
     new_value: str = "new.{i}.value"
     cache_layout: str = "position-major [P, n_kv_heads, head_dim]"
     logits_positions: str = "all"
+    next_token: str | None = "next_token"
+    logits_sum: str | None = "logits_sum"
+
+    @property
+    def has_head(self) -> bool:
+        """Whether the graph has the greedy head (next_token + logits_sum), see the class docstring."""
+        return self.next_token is not None and self.logits_sum is not None
 
 
 @dataclass(frozen=True)
@@ -175,7 +192,14 @@ def manifest_from_dict(data: Any) -> Manifest:
     data["architecture"] = _build(Architecture, data.get("architecture"), "manifest.architecture")
     data["architecture"].validate()
     data["tokenizer"] = _build(TokenizerInfo, data.get("tokenizer"), "manifest.tokenizer")
-    data["graph"] = _build(GraphContract, data.get("graph", {}), "manifest.graph")
+    graph = data.get("graph", {})
+    if isinstance(graph, dict):  # written before the greedy head: no head (GraphContract docstring)
+        graph = {"next_token": None, "logits_sum": None, **graph}
+    data["graph"] = _build(GraphContract, graph, "manifest.graph")
+    head = (data["graph"].next_token, data["graph"].logits_sum)
+    if any(not (x is None or (isinstance(x, str) and x)) for x in head) or (head[0] is None) != (head[1] is None):
+        raise ManifestError(f"manifest.graph next_token / logits_sum must both be output names or both null, "
+                            f"got {head!r}; re-export the model")
     variants = data.get("variants")
     if not isinstance(variants, dict) or not variants:
         raise ManifestError("manifest.variants must be a non-empty object of variant name -> file")

@@ -4,6 +4,7 @@
     cache = model.new_cache()
     logits = model.forward_all(prompt_ids, cache)      # np.ndarray [S, vocab]; cache.length += S
     next_logits = await model.forward([token], cache)  # list[float], last position only
+    greedy = await model.forward([token], cache, want="argmax")  # pocketlm.generate.Greedy(token, logits_sum)
     cache.truncate(n)                                  # roll back to the first n positions
 
 The decode graph's contract (names, layouts) comes from the manifest (pocketlm.manifest.GraphContract):
@@ -19,6 +20,7 @@ from __future__ import annotations
 import operator
 import os
 
+from .generate import Greedy, head_aware
 from .manifest import Architecture, GraphContract, Manifest, load_manifest
 
 
@@ -120,12 +122,16 @@ class NativeModel:
     def _bind_contract(self, c: GraphContract) -> None:
         n = self.arch.n_layers
         self._past = [(c.past_key.format(i=i), c.past_value.format(i=i)) for i in range(n)]
-        self._outputs = [c.logits] + [name.format(i=i) for i in range(n) for name in (c.new_key, c.new_value)]
+        new_rows = [name.format(i=i) for i in range(n) for name in (c.new_key, c.new_value)]
+        self._outputs = [c.logits] + new_rows
+        # the greedy head: fetch two numbers instead of [1, S, V] logits (GraphContract)
+        self.has_head = c.has_head
+        self._head_outputs = [c.next_token, c.logits_sum] + new_rows if c.has_head else None
         self._ids, self._pos = c.input_ids, c.position_ids
         want_in = {c.input_ids, c.position_ids} | {name for pair in self._past for name in pair}
         have_in = {x.name for x in self._session.get_inputs()}
         have_out = {x.name for x in self._session.get_outputs()}
-        missing = sorted(want_in - have_in) + sorted(set(self._outputs) - have_out)
+        missing = sorted(want_in - have_in) + sorted(set(self._outputs + (self._head_outputs or [])) - have_out)
         extra = sorted(have_in - want_in)
         if missing or extra:
             raise ModelLoadError(
@@ -159,8 +165,8 @@ class NativeModel:
             )
         return ids
 
-    def forward_all(self, token_ids: list[int], cache: KVCache):
-        """Run S new tokens at positions cache.length .. +S-1; append their K/V; return logits [S, vocab] float32."""
+    def _run(self, token_ids: list[int], cache: KVCache, outputs: list[str]) -> list:
+        """Run S new tokens at positions cache.length .. +S-1 fetching `outputs` (K/V rows last); append the rows."""
         np = self._np
         ids = self._check(token_ids, cache)
         start = cache.length
@@ -170,12 +176,24 @@ class NativeModel:
         }
         for i, (key_name, value_name) in enumerate(self._past):
             feeds[key_name], feeds[value_name] = cache.past(i)
-        out = self._session.run(self._outputs, feeds)
-        cache._append(out[1::2], out[2::2])
-        return out[0][0]
+        out = self._session.run(outputs, feeds)
+        rows = out[len(outputs) - 2 * self.arch.n_layers:]
+        cache._append(rows[0::2], rows[1::2])
+        return out
 
-    async def forward(self, token_ids: list[int], cache: KVCache) -> list[float]:
-        """Like forward_all, but only the last position's logits, as a Python list (the generate loop's input)."""
+    def forward_all(self, token_ids: list[int], cache: KVCache):
+        """Run S new tokens at positions cache.length .. +S-1; append their K/V; return logits [S, vocab] float32."""
+        return self._run(token_ids, cache, self._outputs)[0][0]
+
+    @head_aware
+    async def forward(self, token_ids: list[int], cache: KVCache, want: str = "logits"):
+        """The generate loop's forward: the last position's logits as a Python list, or with
+        want="argmax" (and a graph with the head) a pocketlm.generate.Greedy — no logits fetched."""
+        if want == "argmax" and self.has_head:
+            out = self._run(token_ids, cache, self._head_outputs)
+            return Greedy(int(out[0][0]), float(out[1][0]))  # next_token int64 [1], logits_sum float32 [1]
+        if want not in ("logits", "argmax"):
+            raise ValueError(f"want must be 'logits' or 'argmax', got {want!r}")
         return self.forward_all(token_ids, cache)[-1].tolist()
 
     def __repr__(self) -> str:

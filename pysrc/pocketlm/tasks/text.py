@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..generate import GenerateResult, generate
+from ..generate import Greedy, GenerateResult, generate, uses_head
 from ..tokenizer import replace_lone_surrogates
 
 FORMAT = "text-v1"
@@ -40,17 +40,32 @@ def prompt_ids(tokenizer, text: str, *, bos_id: int, max_seq_len: int, reserve: 
 
 
 def ban_token(forward, token_id: int):
-    """A forward pass whose logits never let `token_id` win: its logit is set to EOS_BAN."""
+    """A forward pass whose logits never let `token_id` win: its logit is set to EOS_BAN.
 
-    async def banned(ids, cache):
-        logits = await forward(ids, cache)
+    With a head-aware `forward` (pocketlm.generate) it stays head-aware: a greedy token other than
+    `token_id` is what the banned row's argmax would be too (banning only lowers that one logit, and
+    on a tie with a lower id the head already answers the lower id); when the head picks `token_id`
+    (rare), the same tokens are run again for the row, which is banned and sampled as usual.
+    """
+
+    async def banned(ids, cache, want="logits"):
+        if want == "argmax":  # only asked when `forward` is head-aware (generate.uses_head)
+            out = await forward(ids, cache, want="argmax")
+            if isinstance(out, Greedy) and out.token != token_id:
+                return out
+            if isinstance(out, Greedy):  # the banned token won: run the same tokens again for the row
+                cache.truncate(cache.length - len(ids))
+                out = await forward(ids, cache)
+        else:
+            out = await forward(ids, cache)
         try:
-            logits[token_id] = EOS_BAN
+            out[token_id] = EOS_BAN
         except TypeError:  # a read-only view (e.g. a memoryview over JS memory): take a copy
-            logits = logits.tolist() if hasattr(logits, "tolist") else list(logits)
-            logits[token_id] = EOS_BAN
-        return logits
+            out = out.tolist() if hasattr(out, "tolist") else list(out)
+            out[token_id] = EOS_BAN
+        return out
 
+    banned.head_aware = uses_head(forward)
     return banned
 
 

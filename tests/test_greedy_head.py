@@ -1,0 +1,224 @@
+"""The decode graph's greedy head (next_token = ArgMax of the last row, logits_sum) and the runtime path
+that uses it (pocketlm.generate + pocketlm.native): plain greedy decoding never brings the logits into
+Python, yet gives exactly the tokens of the logits path — on random tiny models, int8 and q4 variants,
+rows full of ties, and a broken model (NaN logits still raise the sampler's error). Models whose
+manifest predates the head keep the logits path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+
+from export.onnx_graph import build_decode_graph
+from export.quantize import quantize_int8, quantize_q4
+from pocketlm.generate import Greedy, generate, uses_head
+from pocketlm.manifest import (Architecture, GraphContract, Manifest, ManifestError, TokenizerInfo, Variant,
+                               manifest_from_dict, sha256_file)
+from pocketlm.native import ModelLoadError, NativeModel
+from pocketlm.sampler import SamplingError, SamplingOptions
+from pocketlm.tasks.text import EOS_BAN, ban_token
+
+ARCH = Architecture(vocab_size=97, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=160, max_seq_len=64)
+QUANT = {"fp32": "none", "int8": "int8-dynamic", "q4": "q4-matmulnbits-block32"}
+PROMPT = [1, 5, 9, 22, 40, 3]
+
+
+def state_dict(seed=0, tie_pairs=False, nan_token=None) -> dict:
+    """Random weights with make bench's wide init (bench/models.py: clear margins, varied greedy tokens).
+
+    tie_pairs: token 2k+1's embedding row = token 2k's, so with the tied lm head every pair of logits
+    is equal and every step's maximum is a tie (which must go to the lower id).
+    nan_token: that token's embedding row is NaN, so its logit is NaN at every position.
+    """
+    from bench.models import random_state_dict
+
+    sd = {k: v.numpy().copy() for k, v in random_state_dict(ARCH, seed).items()}
+    emb = sd["tok_embeddings.weight"]  # [V, D]
+    if tie_pairs:
+        emb[1::2] = emb[0:-1:2]
+    if nan_token is not None:
+        emb[nan_token] = np.nan
+    return sd
+
+
+def model_dir(path, sd, *, contract=GraphContract(), manifest_graph: dict | None = None, quant=QUANT) -> str:
+    """A model folder with `quant`'s variants; manifest_graph replaces the manifest's "graph" object as JSON."""
+    os.makedirs(path, exist_ok=True)
+    onnx.save(build_decode_graph(sd, ARCH, contract), os.path.join(path, "model.onnx"))
+    if "int8" in quant:
+        quantize_int8(os.path.join(path, "model.onnx"), os.path.join(path, "model.int8.onnx"))
+    if "q4" in quant:
+        quantize_q4(os.path.join(path, "model.onnx"), os.path.join(path, "model.q4.onnx"))
+    with open(os.path.join(path, "tokenizer.json"), "w") as f:
+        f.write("{}\n")
+    variants = {}
+    for name, q in quant.items():
+        file = os.path.join(path, "model.onnx" if name == "fp32" else f"model.{name}.onnx")
+        variants[name] = Variant(os.path.basename(file), sha256_file(file), os.path.getsize(file), q)
+    tok = TokenizerInfo("tokenizer.json", sha256_file(os.path.join(path, "tokenizer.json")), ARCH.vocab_size, 1, 2, 0)
+    manifest = Manifest(name="tiny", task="test", architecture=ARCH, tokenizer=tok, variants=variants,
+                        default_variant="fp32", graph=contract)
+    data = json.loads(manifest.to_json())
+    if manifest_graph is not None:
+        data["graph"] = manifest_graph
+    with open(os.path.join(path, "manifest.json"), "w") as f:
+        json.dump(data, f)
+    return path
+
+
+def logits_only(forward):
+    """The same forward without the head mark: generate then takes the logits path."""
+    async def call(ids, cache):
+        return await forward(ids, cache)
+    return call
+
+
+def greedy(forward, model, n=40, **options):
+    opts = SamplingOptions(max_new_tokens=n, temperature=0.0, **options)
+    r = asyncio.run(generate(forward, model.new_cache(), PROMPT, opts, eos_id=-1, max_seq_len=ARCH.max_seq_len))
+    return r.token_ids, r.stats["head_steps"]
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    return model_dir(str(tmp_path_factory.mktemp("plain")), state_dict())
+
+
+@pytest.fixture(scope="module")
+def tied(tmp_path_factory):
+    return model_dir(str(tmp_path_factory.mktemp("tied")), state_dict(seed=1, tie_pairs=True))
+
+
+@pytest.mark.parametrize("variant", sorted(QUANT))
+def test_head_gives_the_logits_paths_tokens_without_fetching_logits(plain, variant):
+    m = NativeModel(plain, variant=variant)
+    assert m.has_head and m.manifest.graph.has_head and uses_head(m.forward)
+    head, steps = greedy(m.forward, m)
+    ref, ref_steps = greedy(logits_only(m.forward), m)
+    assert head == ref and steps == len(head) == 40 and ref_steps == 0
+    assert len(set(head)) > 5  # a real sequence, not one token repeated
+    cache = m.new_cache()  # the head's own outputs: prefill and one step equal the logits' argmax/sum
+    out = asyncio.run(m.forward(PROMPT, cache, want="argmax"))
+    cache.truncate(0)
+    row = np.asarray(asyncio.run(m.forward(PROMPT, cache)), np.float32)
+    assert isinstance(out, Greedy) and out.token == int(np.argmax(row)) and cache.length == len(PROMPT)
+    assert out.logits_sum == pytest.approx(float(row.sum()), rel=1e-4, abs=1e-3)
+
+
+@pytest.mark.parametrize("variant", sorted(QUANT))
+def test_ties_go_to_the_lowest_id_on_both_paths(tied, variant):
+    m = NativeModel(tied, variant=variant)
+    head, steps = greedy(m.forward, m)
+    ref, _ = greedy(logits_only(m.forward), m)
+    assert head == ref and steps == len(head)
+    assert all(t % 2 == 0 for t in head)  # every maximum was a tie of 2k and 2k+1: the lower id won
+    row = m.forward_all(PROMPT, m.new_cache())[-1]
+    assert row[head[0]] == row[head[0] + 1] == row.max()  # a real tie in the logits
+
+
+def test_sampling_constraints_and_penalties_keep_the_logits_path(plain):
+    m = NativeModel(plain)
+    assert greedy(m.forward, m, repetition_penalty=1.3)[1] == 0
+    opts = SamplingOptions(max_new_tokens=10, temperature=0.8, seed=3)
+    r = asyncio.run(generate(m.forward, m.new_cache(), PROMPT, opts, eos_id=-1))
+    assert r.stats["head_steps"] == 0 and len(r.token_ids) == 10
+
+    class EveryOtherStep:  # a mask on even steps only: those use the logits, the others the head
+        def __init__(self):
+            self.n = 0
+
+        def allowed(self):
+            return [7, 8, 9] if self.n % 2 == 0 else None
+
+        def advance(self, token):
+            self.n += 1
+
+    c = EveryOtherStep()
+    r = asyncio.run(generate(m.forward, m.new_cache(), PROMPT, SamplingOptions(max_new_tokens=10), eos_id=-1,
+                             constraint=c))
+    assert r.stats["head_steps"] == 5 and all(t in (7, 8, 9) for t in r.token_ids[::2])
+    c2 = EveryOtherStep()
+    ref = asyncio.run(generate(logits_only(m.forward), m.new_cache(), PROMPT, SamplingOptions(max_new_tokens=10),
+                               eos_id=-1, constraint=c2))
+    assert r.token_ids == ref.token_ids
+
+
+def test_nan_logits_through_the_head_raise_the_samplers_error(tmp_path):
+    m = NativeModel(model_dir(str(tmp_path / "nan"), state_dict(nan_token=11), quant={"fp32": "none"}))
+    with pytest.raises(SamplingError) as head_err:
+        greedy(m.forward, m)
+    with pytest.raises(SamplingError) as ref_err:
+        greedy(logits_only(m.forward), m)
+    assert str(head_err.value) == str(ref_err.value)
+    assert "invalid logit (nan) at token 11" in str(head_err.value) and "re-export" in str(head_err.value)
+
+
+def test_a_manifest_without_the_head_keys_runs_the_logits_path(tmp_path, plain):
+    """Manifests written before the head (like the committed web/models/*) have no next_token/logits_sum
+    keys: they load with has_head False, and the same graph then runs exactly as before."""
+    with open(os.path.join(plain, "manifest.json")) as f:
+        graph = json.load(f)["graph"]
+    old_graph = {k: v for k, v in graph.items() if k not in ("next_token", "logits_sum")}
+    old = model_dir(str(tmp_path / "old"), state_dict(), manifest_graph=old_graph)
+    m = NativeModel(old)
+    assert not m.has_head and not m.manifest.graph.has_head
+    assert isinstance(asyncio.run(m.forward(PROMPT, m.new_cache(), want="argmax")), list)  # the fallback
+    tokens, steps = greedy(m.forward, m)
+    assert steps == 0 and tokens == greedy(NativeModel(plain).forward, NativeModel(plain))[0]
+    # a graph built without the head, recorded as such
+    none = model_dir(str(tmp_path / "none"), state_dict(), contract=GraphContract(next_token=None, logits_sum=None))
+    m = NativeModel(none, variant="q4")
+    assert not m.has_head and greedy(m.forward, m)[1] == 0
+    # a manifest naming a head the graph does not have is refused at load
+    lying = model_dir(str(tmp_path / "lying"), state_dict(), contract=GraphContract(next_token=None, logits_sum=None),
+                      manifest_graph=graph)
+    with pytest.raises(ModelLoadError, match="next_token"):
+        NativeModel(lying)
+
+
+def test_manifest_head_fields_are_both_or_neither(plain):
+    with open(os.path.join(plain, "manifest.json")) as f:
+        data = json.load(f)
+    assert manifest_from_dict(data).graph.has_head
+    for bad in ({"next_token": None}, {"logits_sum": ""}, {"next_token": 3}):
+        with pytest.raises(ManifestError, match="next_token / logits_sum"):
+            manifest_from_dict({**data, "graph": {**data["graph"], **bad}})
+    del data["graph"]
+    assert not manifest_from_dict(data).graph.has_head  # no graph object at all: an old manifest
+
+
+class FakeCache:
+    def __init__(self):
+        self.length = 0
+
+    def truncate(self, n):
+        assert 0 <= n <= self.length
+        self.length = n
+
+
+def test_ban_token_reruns_only_when_the_head_picks_the_banned_token():
+    calls = []
+
+    async def forward(ids, cache, want="logits"):  # token 2 (<eos>) wins, then 3; the row says 2, then 1
+        calls.append(want)
+        cache.length += len(ids)
+        if want == "argmax":
+            return Greedy(2 if len(calls) == 1 else 3, 0.0)
+        return [0.0, 1.0, 5.0, 0.5]
+
+    forward.head_aware = True
+    banned = ban_token(forward, 2)
+    assert uses_head(banned) and not uses_head(ban_token(logits_only(forward), 2))
+    cache = FakeCache()
+    out = asyncio.run(banned([1, 1], cache, want="argmax"))
+    assert out[2] == EOS_BAN and calls == ["argmax", "logits"] and cache.length == 2  # rolled back, run again
+    assert asyncio.run(banned([1], cache, want="argmax")) == Greedy(3, 0.0) and cache.length == 3
+    calls.clear()
+    r = asyncio.run(generate(banned, FakeCache(), [1], SamplingOptions(max_new_tokens=2), eos_id=2))
+    assert r.token_ids == [1, 3] and r.stats["head_steps"] == 1
