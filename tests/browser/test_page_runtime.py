@@ -83,13 +83,16 @@ LOAD_PHASES = """async () => {
   const seen = [];
   const model = await pocketlm.load("sql-autocomplete", {variant: "int8", onProgress: (p) => seen.push(p)});
   model.dispose();
-  return seen;
+  return {seen, stats: model.stats};
 }"""
 
 
 def test_load_reports_progress_by_phase_with_bytes(page, page_url):
     page.goto(page_url + "?autoload=0")
-    seen = page.evaluate(LOAD_PHASES)
+    r = page.evaluate(LOAD_PHASES)
+    seen = r["seen"]
+    # Python came from the build's memory snapshot, not a plain start (test_snapshot_fallback.py: plain)
+    assert r["stats"]["python_boot"] == "snapshot" and r["stats"]["python_ms"] > 0, r["stats"]
     phases = {p["phase"] for p in seen}
     assert phases == {"python", "onnx", "model"}
     last = {p["phase"]: p for p in seen}

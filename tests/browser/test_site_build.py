@@ -99,3 +99,45 @@ def test_served_files_carry_the_isolation_headers_and_wasm_type(server):
             assert r.headers["Cross-Origin-Opener-Policy"] == "same-origin"
             assert r.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
             assert r.headers["Cross-Origin-Resource-Policy"] == "same-origin"
+
+
+def test_the_site_carries_a_pyodide_snapshot_and_its_embed(site_dir):
+    """make site restores Python from a memory snapshot (webtools/pyodide_snapshot.py) made from the
+    site's own pocketlm.zip; it is listed in site-config.js and embedded for file:// like every asset."""
+    import struct
+
+    path = os.path.join(site_dir, "vendor", "pyodide", "pyodide.snapshot")
+    with open(path, "rb") as f:
+        snap = f.read()
+    header_bytes = struct.unpack_from("<I", snap, 4)[0]
+    assert len(snap) % 4 == 0 and 16 <= header_bytes < len(snap)
+    assert len(snap) - header_bytes >= 30 * 2**20  # the wasm heap: at least Pyodide's initial 30 MiB
+    with open(os.path.join(site_dir, "embed", "vendor", "pyodide", "pyodide.snapshot.js"), encoding="ascii") as f:
+        assert gzip.decompress(base64.b64decode(f.read().split('"')[3])) == snap
+    with open(os.path.join(site_dir, "site-config.js"), encoding="utf-8") as f:
+        assert f'"vendor/pyodide/pyodide.snapshot": {len(snap)}' in f.read()
+
+
+def test_a_snapshot_that_cannot_be_made_fails_the_build_in_one_line(monkeypatch, tmp_path):
+    from webtools import pyodide_snapshot
+
+    monkeypatch.setattr(pyodide_snapshot.shutil, "which", lambda name: None)
+    with pytest.raises(BuildError, match=r"^node is not installed; [^\n]*$"):
+        build(str(tmp_path / "site"), [])
+    assert not (tmp_path / "site").exists()
+
+
+def test_the_sql_editor_offers_only_sql_models(site_dir):
+    """The SQL panel's model list holds the sql-task models only: with every folder of web/models/ built
+    in (reminder-extract sorts first), the editor must still start on an SQL model."""
+    import json
+
+    with open(os.path.join(site_dir, "site-config.js"), encoding="utf-8") as f:
+        config = json.loads(f.read().split("window.POCKETLM_SITE = ", 1)[1].rstrip().rstrip(";"))
+    tasks = {name: m["task"] for name, m in config["models"].items()}
+    assert tasks["reminder-extract"] == "reminders" and tasks["sql-autocomplete"] == "sql", tasks
+    with open(os.path.join(site_dir, "index.html"), encoding="utf-8") as f:
+        html = f.read()
+    select = html[html.index('<select id="model-select">'):]
+    options = re.findall(r'<option value="([^"]+)">', select[:select.index("</select>")])
+    assert options and all(tasks[name] == "sql" for name in options), (options, tasks)

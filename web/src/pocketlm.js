@@ -16,16 +16,23 @@
   const FILE_MODE = location.protocol === "file:";
   // Measured (README, "Threads"): decode of these small models is fastest on one thread.
   const THREADS_WHEN_ISOLATED = SITE.threads_when_isolated;
+  // Pyodide's memory snapshot (Python booted, pocketlm imported; made by make site): the worker
+  // restores it instead of starting Python. On file:// the page keeps the embedded gzip bytes (6 MB,
+  // not 31) and each worker decompresses its copy; over http it is fetched raw (measured faster on
+  // localhost than a .gz plus gunzip; README). Optional: without it the worker starts Python plainly.
+  const SNAPSHOT = "vendor/pyodide/pyodide.snapshot";
+  const OPTIONAL = new Set([SNAPSHOT]);
   const RUNTIME = {
     python: ["vendor/pyodide/pyodide.mjs", "vendor/pyodide/pyodide.asm.mjs", "vendor/pyodide/pyodide.asm.wasm",
-      "vendor/pyodide/python_stdlib.zip", "vendor/pyodide/pyodide-lock.json", "py/pocketlm.zip"],
+      "vendor/pyodide/python_stdlib.zip", "vendor/pyodide/pyodide-lock.json", "py/pocketlm.zip",
+      ...(SNAPSHOT in SITE.assets ? [SNAPSHOT] : [])],
     onnx: ["vendor/ort/ort.wasm.bundle.min.mjs", "vendor/ort/ort-wasm-simd-threaded.wasm", "engine.mjs"],
   };
   const WORKER_KEYS = {
     "vendor/pyodide/pyodide.mjs": "pyodide", "vendor/pyodide/pyodide.asm.mjs": "pyodideAsm",
     "vendor/pyodide/pyodide.asm.wasm": "pyodideWasm", "vendor/pyodide/python_stdlib.zip": "stdlib",
     "py/pocketlm.zip": "pocketlm", "vendor/ort/ort.wasm.bundle.min.mjs": "ort",
-    "vendor/ort/ort-wasm-simd-threaded.wasm": "ortWasm", "engine.mjs": "engine",
+    "vendor/ort/ort-wasm-simd-threaded.wasm": "ortWasm", "engine.mjs": "engine", [SNAPSHOT]: "snapshot",
   };
 
   class LoadError extends Error {}
@@ -49,8 +56,9 @@
     });
   }
 
-  // Resolves to a Uint8Array; onBytes(n) reports progress as bytes arrive.
-  async function getAsset(url, onBytes) {
+  // Resolves to a Uint8Array; onBytes(n) reports progress as bytes arrive. keepGzip (file://): return
+  // the embedded gzip bytes undecoded (the caller decompresses them; progress counts the file's size).
+  async function getAsset(url, onBytes, keepGzip = false) {
     if (FILE_MODE) {
       const path = url;
       if (!embedded.has(path)) {
@@ -61,9 +69,10 @@
             "models built into it (make site); serve it with make serve to open other models");
         }
       }
-      const bytes = await gunzip(Uint8Array.fromBase64(embedded.get(path)));
+      const gz = Uint8Array.fromBase64(embedded.get(path));
+      const bytes = keepGzip ? gz : await gunzip(gz);
       embedded.delete(path);  // the decoded bytes are the copy we keep
-      onBytes(bytes.length);
+      onBytes(keepGzip ? SITE.assets[path] ?? bytes.length : bytes.length);
       return bytes;
     }
     let response;
@@ -127,7 +136,15 @@
         const files = {};
         const all = Object.entries(RUNTIME).flatMap(([phase, paths]) => paths.map((path) => [phase, path]));
         await Promise.all(all.map(async ([phase, path]) => {
-          files[path] = await getAsset(path, (n) => progress.add(phase, n));
+          let got = 0;
+          try {
+            files[path] = await getAsset(path, (n) => { got += n; progress.add(phase, n); }, path === SNAPSHOT);
+          } catch (err) {
+            if (!OPTIONAL.has(path)) throw err;
+            console.warn(`pocketlm: ${err.message}; starting Python without the snapshot`);
+            files[path] = null;
+            progress.add(phase, Math.max(0, sizes[path] - got));
+          }
         }));
         return files;
       })();
@@ -257,7 +274,7 @@
     model.onPhase = (msg) => progress.report(msg.phase, msg.message);
     try {
       const files = {};
-      for (const [path, key] of Object.entries(WORKER_KEYS)) files[key] = runtime[path].slice().buffer;
+      for (const [path, key] of Object.entries(WORKER_KEYS)) if (runtime[path]) files[key] = runtime[path].slice().buffer;
       const lock = new TextDecoder().decode(runtime["vendor/pyodide/pyodide-lock.json"]);
       const indexURL = new URL("vendor/pyodide/", location.href).href;
       const t1 = performance.now();
@@ -277,7 +294,8 @@
       model.manifest = manifest;
       model.threads = threads;
       model.stats = { load_ms: performance.now() - t0, runtime_ms: rt.ms, model_ms: performance.now() - t2,
-        wait_ms: t1 - t0, warmup_ms: loaded.ms.warmup, warmup_steps: loaded.warm.steps };
+        wait_ms: t1 - t0, warmup_ms: loaded.ms.warmup, warmup_steps: loaded.warm.steps,
+        python_boot: rt.python_boot, python_ms: rt.python_ms, python_note: rt.python_note };
       progress.report("model", "ready");
       return model;
     } catch (err) {

@@ -4,7 +4,7 @@
 // worker makes itself (on file:// the worker is a data: URL and cannot load URLs the page made).
 //
 // Page -> worker messages                       worker -> page
-//   {type: "init", id, files, lock, indexURL, threads} {type: "done", id, value: {ms, threads}}
+//   {type: "init", id, files, lock, indexURL, threads} {type: "done", id, value: {ms, threads, python_boot, python_ms, python_note}}
 //   {type: "load", id, manifestText, tokenizerText,    {type: "done", id, value: {variant, ms, warm}}
 //           variant, digests, onnx, warmup}
 //   {type: "generate", id, prompt, options}            {type: "token", id, token_id, text}, {type: "done", id, value: result}
@@ -25,10 +25,31 @@ function messageOf(err) {
   return text;
 }
 
-async function bootPython(files, lock, indexURL) {
-  postMessage({ type: "progress", phase: "python", message: "starting Python" });
-  const { loadPyodide } = await importBytes(files.pyodide);
-  const asm = await importBytes(files.pyodideAsm);
+// Pyodide's memory snapshot as bytes: the page hands it over gzipped (or raw, as it likes).
+async function snapshotBytes(buffer) {
+  let bytes = new Uint8Array(buffer);
+  if (bytes[0] === 0x1f && bytes[1] === 0x8b) {
+    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+    bytes = new Uint8Array(await new Response(stream).arrayBuffer());
+  }
+  if (bytes.byteLength < 16 || bytes.byteLength % 4) throw new Error(`${bytes.byteLength} bytes is not a snapshot`);
+  return bytes;
+}
+
+async function startPyodide(loadPyodide, asm, files, lock, indexURL, snapshot) {
+  const options = { indexURL, createPyodideModule: asm.default, lockFileContents: lock, packages: [],
+    stdLibURL: URL.createObjectURL(new Blob([files.stdlib])) };
+  if (snapshot) {
+    options._loadSnapshot = snapshot;
+    // Pyodide 314's wasm memory starts at 30 MiB and its loader cannot grow it before restoring a
+    // bigger heap ("offset is out of bounds", pyodide #6254): grow it here. Heap = all after the header.
+    const need = snapshot.byteLength - new Uint32Array(snapshot.buffer, snapshot.byteOffset, 4)[1];
+    options.createPyodideModule = async (settings) => {
+      const module = await asm.default(settings);
+      if (module.HEAP8.length < need) module.growMemory(need);
+      return module;
+    };
+  }
   // Pyodide always fetches <indexURL>pyodide.asm.wasm and takes no bytes: answer that one request.
   const wasmURL = indexURL + "pyodide.asm.wasm";
   const realFetch = self.fetch;
@@ -36,16 +57,40 @@ async function bootPython(files, lock, indexURL) {
     ? Promise.resolve(new Response(files.pyodideWasm, { headers: { "Content-Type": "application/wasm" } }))
     : realFetch(input, init);
   try {
-    pyodide = await loadPyodide({
-      indexURL, createPyodideModule: asm.default, lockFileContents: lock, packages: [],
-      stdLibURL: URL.createObjectURL(new Blob([files.stdlib])),
-    });
+    return await loadPyodide(options);
   } finally {
     self.fetch = realFetch;
   }
+}
+
+// Resolves to {python_boot: "snapshot" | "plain", python_ms, python_note?}. From the snapshot made by
+// make site (webtools/pyodide_snapshot.py) when the page sent one, else (or if it fails) the plain way.
+async function bootPython(files, lock, indexURL) {
+  const t0 = performance.now();
+  postMessage({ type: "progress", phase: "python", message: "starting Python" });
+  const { loadPyodide } = await importBytes(files.pyodide);
+  const asm = await importBytes(files.pyodideAsm);
+  let note = "the page sent no snapshot";
+  if (files.snapshot) {
+    try {
+      pyodide = await startPyodide(loadPyodide, asm, files, lock, indexURL, await snapshotBytes(files.snapshot));
+      // The snapshot's zipimport caches point into these exact bytes at this exact path (the build
+      // made it from the same pocketlm.zip); pocketlm.browser is already imported.
+      pyodide.FS.writeFile("/lib/pocketlm.zip", new Uint8Array(files.pocketlm));
+      pyodide.runPython("import random; random.seed()");  // its state was frozen into the snapshot
+      pyodide.runPython("import pocketlm.browser");  // from sys.modules: no import runs
+      return { python_boot: "snapshot", python_ms: performance.now() - t0 };
+    } catch (err) {
+      pyodide = null;
+      note = `restoring the Python snapshot failed (${messageOf(err)})`;
+      console.warn(`pocketlm worker: ${note}; starting Python the plain way`);
+    }
+  }
+  pyodide = await startPyodide(loadPyodide, asm, files, lock, indexURL, null);
   // pocketlm ships as a zip of its pure-Python sources, imported with the standard zipimport.
   pyodide.FS.writeFile("/lib/pocketlm.zip", new Uint8Array(files.pocketlm));
   await pyodide.runPythonAsync("import sys; sys.path.insert(0, '/lib/pocketlm.zip'); import pocketlm.browser");
+  return { python_boot: "plain", python_ms: performance.now() - t0, python_note: note };
 }
 
 async function bootOnnx(files, threads) {
@@ -59,8 +104,8 @@ async function bootOnnx(files, threads) {
 
 async function init(msg) {
   const t0 = performance.now();
-  await Promise.all([bootPython(msg.files, msg.lock, msg.indexURL), bootOnnx(msg.files, msg.threads)]);
-  return { ms: performance.now() - t0, threads: msg.threads };
+  const [python] = await Promise.all([bootPython(msg.files, msg.lock, msg.indexURL), bootOnnx(msg.files, msg.threads)]);
+  return { ms: performance.now() - t0, threads: msg.threads, ...python };
 }
 
 // Let queued messages (an abort) in between forward passes: session.run resolves as a microtask,
@@ -75,15 +120,16 @@ function engineForPython(engine) {
     newCache: () => engine.newCache(),
     length: (id) => engine.length(id),
     truncate: (id, n) => engine.truncate(id, n),
-    forward: async (id, ids) => {
+    hasHead: engine.hasHead,
+    forward: async (id, ids, want) => {
       const t0 = performance.now();
       if (performance.now() - lastYield > 5) {
         await yieldToMessages();
         lastYield = performance.now();
       }
-      const logits = await engine.forward(id, ids);
+      const result = await engine.forward(id, ids, want);
       if (timing) timing.forwarded(t0, engine.lastRunMs, ids.length);
-      return logits;
+      return result;
     },
   };
 }
@@ -97,7 +143,7 @@ async function warmUp(engine, budgetMs = 1000, maxSteps = 200) {
   let steps = 0;
   while (steps < maxSteps && performance.now() - t0 < budgetMs) {
     if (engine.length(id) >= engine.arch.max_seq_len) engine.truncate(id, 0);
-    await engine.forward(id, [steps % engine.arch.vocab_size]);
+    await engine.forward(id, [steps % engine.arch.vocab_size], engine.hasHead ? "argmax" : "logits");  // as greedy decoding will
     steps++;
   }
   engine.dropCache(id);

@@ -1,0 +1,67 @@
+"""The page restores Python from the build's memory snapshot (test_page_runtime.py checks it does);
+when the snapshot is missing or corrupt it starts Python the plain way and still works, both ways of
+opening the page. The broken sites are symlink copies of the test site with the snapshot removed or
+its first bytes overwritten (the restore then refuses it: "invalid magic number")."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+
+import pytest
+
+from webtools.build_site import embed_script
+from webtools.serve import make_server
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SNAPSHOT = "vendor/pyodide/pyodide.snapshot"
+with open(os.path.join(ROOT, "tests", "golden", "sql-autocomplete.json"), encoding="utf-8") as f:
+    CASE = next(c for c in json.load(f)["cases"] if c["prefix"])
+with open(os.path.join(ROOT, "docs", CASE["schema_file"]), encoding="utf-8") as f:
+    SCHEMA = f.read()
+
+LOAD = """async ([variant, prefix, schema]) => {
+  const model = await pocketlm.load("sql-autocomplete", {variant});
+  const out = await model.generate(prefix, {schema});
+  model.dispose();
+  return {stats: model.stats, token_ids: out.token_ids};
+}"""
+
+
+@pytest.fixture(scope="module", params=["missing", "corrupt"])
+def broken_site(request, site_dir, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp(f"snapshot-{request.param}") / "site")
+    shutil.copytree(site_dir, out, copy_function=os.symlink)
+    raw, embed = os.path.join(out, *SNAPSHOT.split("/")), os.path.join(out, "embed", *SNAPSHOT.split("/")) + ".js"
+    with open(raw, "rb") as f:
+        data = bytearray(f.read())
+    os.remove(raw)
+    os.remove(embed)
+    if request.param == "corrupt":
+        data[:64] = b"\xa5" * 64
+        with open(raw, "wb") as f:
+            f.write(data)
+        with open(embed, "wb") as f:
+            f.write(embed_script(SNAPSHOT, bytes(data)))
+    srv = make_server(out, 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield request.param, out, f"http://127.0.0.1:{srv.server_address[1]}/"
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.mark.parametrize("how", ["file", "http"])
+def test_the_page_starts_python_plainly_without_a_usable_snapshot(page, broken_site, how):
+    kind, folder, base = broken_site
+    url = "file://" + os.path.join(folder, "index.html") if how == "file" else base + "index.html"
+    page.goto(url + "?autoload=0")
+    r = page.evaluate(LOAD, [CASE["variant"], CASE["prefix"], SCHEMA])
+    assert r["stats"]["python_boot"] == "plain", r["stats"]
+    if kind == "corrupt":
+        assert "invalid magic number" in r["stats"]["python_note"], r["stats"]
+    else:
+        assert r["stats"]["python_note"] == "the page sent no snapshot"
+    assert r["token_ids"] == CASE["token_ids"]
+    assert not page.errors
