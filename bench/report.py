@@ -235,16 +235,17 @@ def markdown(results: dict, history: list[dict]) -> str:
     if errors:
         L += ["", "## Errors", ""] + [f"- {r['model']} {r['variant']} threads {r['threads']}: {e}" for r, e in errors]
     L += ["", "## History (headline figures of every run in bench/history/, threads 1)", "",
-          "| run | commit | quick | " + " | ".join(f"{m} {v}: page / tjs tok/s" for m, v in HEADLINE) +
+          "| run | commit | change (--note) | quick | " + " | ".join(f"{m} {v}: page / tjs tok/s" for m, v in HEADLINE) +
           " | 15M cold first token page / tjs ms | all correct |",
-          "|---|---|---|" + "---|" * len(HEADLINE) + "---|---|"]
+          "|---|---|---|---|" + "---|" * len(HEADLINE) + "---|---|"]
     for h in history:
         cells = []
         for model, variant in HEADLINE:
             x = h.get("by_model", {}).get(model, {}).get(variant)
             cells.append("–" if not x else f"{fmt(x.get('browser_tokens_per_s'))} / {fmt(x.get('tjs_tokens_per_s'))}")
         x = h.get("by_model", {}).get("llama2c-15m", {}).get("fp32") or {}
-        L.append(f"| {h.get('started_utc')} | {h.get('commit') or '?'} | {'yes' if h.get('quick') else ''} | " + " | ".join(cells) +
+        L.append(f"| {h.get('started_utc')} | {h.get('commit') or '?'} | {h.get('note') or ''} | {'yes' if h.get('quick') else ''} | "
+                 + " | ".join(cells) +
                  f" | {fmt(x.get('browser_cold_first_token_ms'))} / {fmt(x.get('tjs_cold_first_token_ms'))} | {ok(h.get('all_correct'))} |")
     L += ["", "Plots: " + ", ".join(f"[{p}]({p})" for p in PLOTS), ""]
     return "\n".join(L)

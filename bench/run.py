@@ -564,7 +564,7 @@ def run(args) -> dict:
             by_model.setdefault(r["model"], {})[r["variant"]] = {k: r[k] for k in (
                 "browser_tokens_per_s", "native_tokens_per_s", "tjs_tokens_per_s", "browser_cold_first_token_ms",
                 "tjs_cold_first_token_ms", "threads", "protocol", "browser_native_ratio", "ours_tjs_ratio", "correct")}
-    return {"format": 1, "started_utc": args.started, "commit": git_commit(), "quick": args.quick,
+    return {"format": 1, "started_utc": args.started, "commit": git_commit(), "quick": args.quick, "note": args.note,
             "options": {"models": args.models, "variants": args.variants, "threads": args.threads, "runs": args.runs,
                         "new_tokens": NEW_TOKENS, "prompt_tokens": PROMPT_TOKENS, "prefill_lengths": list(PREFILL_LENGTHS)},
             "machine": info, "models": {n: {"params": m["params"], "vocab_size": m["manifest"].architecture.vocab_size,
@@ -580,6 +580,7 @@ def one_line(e: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--note", default="", help="what changed since the last run (shown in the report's history)")
     parser.add_argument("--quick", action="store_true", help="a few minutes: llama-3m and sql-autocomplete, fp32+int8, one thread, no file://")
     parser.add_argument("--models", help=f"comma-separated (default: {','.join(ALL_MODELS)})")
     parser.add_argument("--variants", help="comma-separated (default: fp32,int8,q4)")
