@@ -9,6 +9,7 @@ two broken copies of it, so error handling is tested on the real build:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -63,14 +64,22 @@ def site_dir(tmp_path_factory):
     return out
 
 
+@contextlib.contextmanager
+def serving(folder: str):
+    """webtools.serve's server (COOP/COEP) on a free port for `folder`; yields its base URL."""
+    srv = make_server(folder, 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 @pytest.fixture(scope="session")
 def server(site_dir):
-    srv = make_server(site_dir, 0)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/"
-    srv.shutdown()
-    srv.server_close()
+    with serving(site_dir) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")  # not session: Playwright's sync API keeps an event loop running in

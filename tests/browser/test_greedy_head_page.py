@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.browser.conftest import serving
 from webtools.build_site import build
-from webtools.serve import make_server
 
 NAME = "head-tiny"
 VARIANTS = ["fp32", "int8", "q4"]
@@ -37,12 +36,8 @@ def head_model(tmp_path_factory):
 def head_server(head_model, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("head-site") / "site")
     build(out, [head_model])
-    srv = make_server(out, 0)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/"
-    srv.shutdown()
-    srv.server_close()
+    with serving(out) as url:
+        yield url
 
 
 def native_runs(model_dir: str, variant: str, head: bool) -> list[dict]:

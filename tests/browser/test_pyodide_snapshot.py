@@ -16,17 +16,15 @@ import io
 import json
 import os
 import shutil
-import threading
 import zipfile
 
 import pytest
 
 from pocketlm.tokenizer import Tokenizer
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.conftest import serving
 from webtools import pyodide_snapshot
 from webtools.build_site import minimal_lock, pocketlm_zip
 from webtools.pyodide_snapshot import SnapshotError, make_snapshot
-from webtools.serve import make_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ASSETS = os.path.join(ROOT, "tests", "browser", "pyodide_snapshot")
@@ -98,37 +96,17 @@ def snapshot(tmp_path_factory):
     return info
 
 
-def serve(folder):
-    srv = make_server(folder, 0)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv, f"http://127.0.0.1:{srv.server_address[1]}/page.html"
-
-
 @pytest.fixture(scope="module")
 def page_base(snapshot):
-    srv, url = serve(snapshot["site"])
-    yield url
-    srv.shutdown()
-    srv.server_close()
+    with serving(snapshot["site"]) as url:
+        yield url + "page.html"
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-def boot(chromium, url, mode, imports, grow=True):
+def boot(browser, url, mode, imports, grow=True):
     """One cold boot: a fresh browser context, page and worker."""
     with open(TOKENIZER, encoding="utf-8") as f:
         tokenizer_text = f.read()
-    context = chromium.new_context()
+    context = browser.new_context()
     try:
         page = context.new_page()
         page.set_default_timeout(120_000)
@@ -159,12 +137,12 @@ def test_the_snapshot_holds_the_workers_modules_and_is_deterministic(snapshot, t
 
 
 @pytest.mark.parametrize("how", ["http", "file"])
-def test_pyodide_boots_from_the_snapshot_in_a_module_worker(chromium, snapshot, page_base, how):
+def test_pyodide_boots_from_the_snapshot_in_a_module_worker(browser, snapshot, page_base, how):
     url = page_base if how == "http" else "file://" + os.path.join(snapshot["site"], "page.html")
     want = expected_check()
     reports = {}
     for mode in ("plain", "snapshot", "snapshot"):
-        r = boot(chromium, url, mode, snapshot["imports"])
+        r = boot(browser, url, mode, snapshot["imports"])
         assert r["ok"], r.get("error")
         got = json.loads(r["result"])
         assert {k: got[k] for k in want} == want, f"{mode} boot over {how} disagrees with CPython"
@@ -180,7 +158,7 @@ def test_pyodide_boots_from_the_snapshot_in_a_module_worker(chromium, snapshot, 
                   f"pocketlm ready +{r['import_ms']:.0f} ms, page total {r['total_ms']:.0f} ms", end="")
 
 
-def test_a_snapshot_larger_than_the_initial_heap_needs_the_memory_grown_first(chromium, tmp_path):
+def test_a_snapshot_larger_than_the_initial_heap_needs_the_memory_grown_first(browser, tmp_path):
     """Pyodide 314's wasm exports a 30 MiB memory and ignores INITIAL_MEMORY: restoring a bigger heap
     fails ("offset is out of bounds", pyodide #6254) unless the loader grows the memory first."""
     node_or_fail()
@@ -193,16 +171,13 @@ def test_a_snapshot_larger_than_the_initial_heap_needs_the_memory_grown_first(ch
     imports = ["pocketlm.browser", "pocketlm.session", "bigheap"]
     info = make_snapshot(str(tmp_path / "pocketlm.zip"), str(tmp_path / "pyodide.snapshot"), imports=imports)
     assert info["heap_bytes"] > INITIAL_HEAP
-    srv, url = serve(write_site(tmp_path / "site", buf.getvalue(), info["out"]))
-    try:
-        bad = boot(chromium, url, "snapshot", imports, grow=False)
+    with serving(write_site(tmp_path / "site", buf.getvalue(), info["out"])) as base:
+        url = base + "page.html"
+        bad = boot(browser, url, "snapshot", imports, grow=False)
         assert not bad["ok"] and "out of bounds" in bad["error"], bad
-        good = boot(chromium, url, "snapshot", imports, grow=True)
+        good = boot(browser, url, "snapshot", imports, grow=True)
         assert good["ok"], good.get("error")
         assert good["heap_bytes"] >= info["heap_bytes"] and good["preloaded"]
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def test_the_wrapper_says_in_one_line_when_node_is_missing(monkeypatch, tmp_path):

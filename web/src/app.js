@@ -123,6 +123,7 @@
     const m = SITE.models[$("model-select").value];
     const select = $("variant-select");
     select.innerHTML = "";
+    if (!m) return false;  // the site was built without an SQL model (the list holds sql-task models only)
     for (const [name, bytes] of Object.entries(m.variants)) {
       const opt = document.createElement("option");
       opt.value = name;
@@ -130,6 +131,7 @@
       select.appendChild(opt);
     }
     select.value = params.get("variant") && m.variants[params.get("variant")] ? params.get("variant") : m.default_variant;
+    return true;
   }
 
   async function loadModel() {
@@ -176,7 +178,7 @@
   const firstSchema = Object.keys(SITE.schemas)[0];
   $("schema-select").value = firstSchema;
   schemaBox.value = SITE.schemas[firstSchema];
-  fillVariants();
+  const haveSqlModel = fillVariants();
   // ---- panels ----
   function showPanel(tab) {
     for (const t of document.querySelectorAll(".tabs [role=tab]")) {
@@ -189,6 +191,9 @@
   if (params.get("panel") === "reminders" && $("tab-reminders")) $("tab-reminders").click();
 
   window.pocketlmApp = { state, loadModel, suggest };
-  if (params.get("autoload") !== "0") loadModel();
+  if (!haveSqlModel) {
+    editor.disabled = true;
+    $("progress-text").textContent = "No SQL model is built into this page (make site includes every folder of web/models/).";
+  } else if (params.get("autoload") !== "0") loadModel();
   else $("progress-text").textContent = "Not loaded (autoload=0).";
 })();
