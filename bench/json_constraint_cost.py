@@ -16,7 +16,8 @@ import sys
 import time
 
 from pocketlm.constraints import TokenBytesIndex
-from pocketlm.json_constraint import JsonConstraint, compile_schema
+from pocketlm.json_constraint import JsonConstraint
+from pocketlm.json_schema import compile_schema
 from pocketlm.tasks import reminders
 from pocketlm.tokenizer import Tokenizer
 

@@ -14,7 +14,8 @@ import pytest
 
 from pocketlm.constraints import TokenBytesIndex
 from pocketlm.generate import generate
-from pocketlm.json_constraint import JsonConstraint, SchemaError, compile_schema, parse_output
+from pocketlm.json_constraint import JsonConstraint
+from pocketlm.json_schema import SchemaError, compile_schema, parse_output
 from pocketlm.sampler import Sampler, SamplingOptions
 from pocketlm.tokenizer import Tokenizer
 

@@ -11,7 +11,8 @@ import pytest
 
 from pocketlm.constraints import TokenBytesIndex
 from pocketlm.generate import generate
-from pocketlm.json_constraint import JsonConstraint, compile_schema
+from pocketlm.json_constraint import JsonConstraint
+from pocketlm.json_schema import compile_schema
 from pocketlm.sampler import SamplingOptions
 
 EOS = 0

@@ -3,7 +3,7 @@ which message, and what parse_output accepts. (Decoding under the constraint: te
 
 import pytest
 
-from pocketlm.json_constraint import SchemaError, compile_schema, parse_output
+from pocketlm.json_schema import SchemaError, compile_schema, parse_output
 from test_json_constraint import MIXED
 
 # ---- the schema subset ----

@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 from .constraints import TokenBytesIndex
 from .generate import GenerateResult, generate
-from .json_constraint import JsonConstraint, SchemaError, compile_schema
+from .json_constraint import JsonConstraint
+from .json_schema import SchemaError, compile_schema
 from .manifest import Manifest
 from .sampler import SamplingOptions
 from .tasks import reminders

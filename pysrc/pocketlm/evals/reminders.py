@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..json_constraint import SchemaError, compile_schema, parse_output
+from ..json_schema import SchemaError, compile_schema, parse_output
 from ..tasks import reminders
 from .rows import read_jsonl
 
