@@ -68,17 +68,23 @@ def cmd_extract(args) -> int:
     return 0
 
 
+def _eval_inputs(args, read_rows):
+    """(model, tokenizer, rows) of an eval command; a bad --limit or an empty file is a clear error."""
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be a positive number of rows, got {args.limit}")
+    model, tokenizer = _load(args.model, args.variant, args.threads)
+    rows = read_rows(args.data, args.limit)
+    if not rows:
+        raise ValueError(f"{args.data} holds no rows")
+    return model, tokenizer, rows
+
+
 def cmd_eval_reminders(args) -> int:
     from .evals import reminders as rem_eval
     from .evals.sql import print_progress
     from .extractor import ReminderExtractor
 
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be a positive number of rows, got {args.limit}")
-    model, tokenizer = _load(args.model, args.variant, args.threads)
-    rows = rem_eval.read_reminder_rows(args.data, args.limit)
-    if not rows:
-        raise ValueError(f"{args.data} holds no rows")
+    model, tokenizer, rows = _eval_inputs(args, rem_eval.read_reminder_rows)
     extractor = ReminderExtractor(model.manifest, tokenizer, model)
     report = asyncio.run(rem_eval.evaluate(extractor, rows, progress=None if args.quiet else print_progress))
     report["variant"] = args.variant or model.manifest.default_variant
@@ -91,12 +97,7 @@ def cmd_eval(args) -> int:
         return cmd_eval_reminders(args)
     from .evals import sql as sql_eval
 
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be a positive number of rows, got {args.limit}")
-    model, tokenizer = _load(args.model, args.variant, args.threads)
-    rows = sql_eval.read_rows(args.data, args.limit)
-    if not rows:
-        raise ValueError(f"{args.data} holds no rows")
+    model, tokenizer, rows = _eval_inputs(args, sql_eval.read_rows)
     training = model.manifest.training
     if not args.train:
         raise ValueError("the n-gram baseline needs the training data: pass --train FILE.jsonl "

@@ -20,11 +20,7 @@ from .tokenizer import Tokenizer
 
 class SqlCompleter:
     def __init__(self, manifest: Manifest, tokenizer: Tokenizer, backend: Any):
-        if manifest.prompt.get("format") != sql.FORMAT:
-            raise ValueError(
-                f"model {manifest.name!r} uses prompt format {manifest.prompt.get('format')!r}, "
-                f"not {sql.FORMAT!r}: it is not a sql-autocomplete model"
-            )
+        manifest.require_prompt_format(sql.FORMAT, "a sql-autocomplete model")
         self.manifest, self.tokenizer, self.backend = manifest, tokenizer, backend
         self.index = TokenBytesIndex.from_tokenizer(tokenizer)
         self._cache = backend.new_cache()

@@ -22,11 +22,7 @@ from .tokenizer import Tokenizer
 
 class ReminderExtractor:
     def __init__(self, manifest: Manifest, tokenizer: Tokenizer, backend: Any):
-        if manifest.prompt.get("format") != reminders.FORMAT:
-            raise ValueError(
-                f"model {manifest.name!r} uses prompt format {manifest.prompt.get('format')!r}, "
-                f"not {reminders.FORMAT!r}: it is not a reminder-extract model"
-            )
+        manifest.require_prompt_format(reminders.FORMAT, "a reminder-extract model")
         self.manifest, self.tokenizer, self.backend = manifest, tokenizer, backend
         self.index = TokenBytesIndex.from_tokenizer(tokenizer)
         self.default_schema = compile_schema(reminders.SCHEMA)

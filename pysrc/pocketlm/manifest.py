@@ -143,6 +143,12 @@ class Manifest:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
 
+    def require_prompt_format(self, fmt: str, what: str, default: str | None = None) -> None:
+        """Refuse a model whose prompt format is not `fmt` (`default`: what a manifest without one means)."""
+        got = self.prompt.get("format", default)
+        if got != fmt:
+            raise ValueError(f"model {self.name!r} uses prompt format {got!r}, not {fmt!r}: it is not {what}")
+
     def variant(self, name: str | None = None) -> Variant:
         name = name or self.default_variant
         if name not in self.variants:

@@ -76,9 +76,7 @@ class TextGenerator:
     """
 
     def __init__(self, manifest, tokenizer, backend: Any):
-        if manifest.prompt.get("format", FORMAT) != FORMAT:
-            raise ValueError(f"model {manifest.name!r} uses prompt format {manifest.prompt.get('format')!r}, "
-                             f"not {FORMAT!r}: it is not a text model")
+        manifest.require_prompt_format(FORMAT, "a text model", default=FORMAT)
         self.manifest, self.tokenizer, self.backend = manifest, tokenizer, backend
         self._cache = backend.new_cache()
 
