@@ -110,3 +110,19 @@ def test_a_5000_character_request_is_cut_to_the_input_budget(extractor):
     assert result.stats["truncated_tokens"] > 0  # the first 160 tokens are kept (tasks/reminders.py)
     assert list(obj) == ["reminder", "time", "recurrence"]  # valid, whatever the model makes of the rest
     assert all(v is None or v in text[:1000] for v in obj.values())
+
+
+@pytest.mark.parametrize("runner, model, what", [
+    ("extractor", "sql-autocomplete", "a reminder-extract model"),
+    ("completer", "reminder-extract", "a sql-autocomplete model"),
+    ("text", "reminder-extract", "a text model"),
+])
+def test_a_task_runner_refuses_another_tasks_model(runner, model, what):
+    from pocketlm.extractor import ReminderExtractor
+    from pocketlm.tasks.text import TextGenerator
+
+    cls = {"extractor": ReminderExtractor, "completer": SqlCompleter, "text": TextGenerator}[runner]
+    folder = os.path.join(MODELS, model)
+    backend = NativeModel(folder)
+    with pytest.raises(ValueError, match=f"uses prompt format .*it is not {what}$"):
+        cls(backend.manifest, Tokenizer.from_file(os.path.join(folder, "tokenizer.json")), backend)
