@@ -33,6 +33,7 @@ OURS_JS = """async ({manifest, variant, threads, prompt, opts, runs, prefill, ow
     const first = await m.generate(ownTask ? ownTask[0] : prompt,
                                    {...o1, onToken: () => { if (firstAt === null) firstAt = performance.now(); }});
     const res = {ready_ms: ready, first_token_ms: firstAt ?? performance.now(), tokens: first.token_ids,
+                 first_decode_ms: first.stats.decode_ms, first_new_tokens: first.token_ids.length - 1,
                  load_stats: m.stats, threads: m.threads, isolated: self.crossOriginIsolated, runs: [], prefill: {},
                  pyodide_heap_bytes: first.stats.pyodide_heap_bytes};
     for (let i = 0; i < runs; i++) {

@@ -22,7 +22,9 @@ as text-task copies of their folders, so all three runtimes get exactly the same
    no q4 file exists in the hf layout, so q4 has no transformers.js figure;
 5. threads: 1 everywhere; with --threads 1,2 also 2 (http pages are cross-origin isolated; native
    onnxruntime uses the same count); file:// (shipped models only, built into the page, their own
-   task, one thread): navigation -> ready -> first token, cold and warm.
+   task, one thread): navigation -> ready -> first token, cold and warm;
+6. the first generation after load (the cold page's correctness run) against the steady state, and
+   sql-autocomplete's warm keystroke -> suggestion latency, page and native (bench/keystrokes.py).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import subprocess
 import sys
 import time
 
+from bench import keystrokes as keys
 from bench.pages import (CHROMIUM, GEN, NEW_TOKENS, PREFILL_LENGTHS, PROMPT_TOKENS, Browser, ours_file, ours_http,
                          tjs_http)
 
@@ -246,6 +249,9 @@ def summarize(name: str, model: dict, variant: str, threads: int, native: dict |
         "browser_cold_first_token_ms": oc.get("first_token_ms"), "tjs_cold_first_token_ms": tc.get("first_token_ms"),
         "browser_native_ratio": b_tps / n_tps if b_tps and n_tps else None,
         "ours_tjs_ratio": b_tps / t_tps if b_tps and t_tps else None,
+        # the first generation after load (cold page) against the steady state (the timed runs)
+        "browser_first_gen_tokens_per_s": tok_s([{"tokens": oc.get("first_new_tokens"), "decode_ms": oc.get("first_decode_ms")}])
+        if oc.get("first_new_tokens") else None,
         "browser_cold_ready_ms": oc.get("ready_ms"), "browser_warm_ready_ms": ow_.get("ready_ms"),
         "browser_warm_first_token_ms": ow_.get("first_token_ms"),
         "tjs_cold_ready_ms": tc.get("ready_ms"), "tjs_warm_ready_ms": tw_.get("ready_ms"),
@@ -358,7 +364,7 @@ def run(args) -> dict:
     from bench.server import start
 
     server, base = start(site, WORK)
-    rows, file_loads = [], []
+    rows, file_loads, keystrokes = [], [], []
     try:
         with sync_playwright() as p:
             br = Browser(p)
@@ -409,6 +415,9 @@ def run(args) -> dict:
                                                "cold_bytes": r["cold"]["bytes"], "peak_rss_bytes": r["peak_rss_bytes"]})
                         except Exception as e:
                             file_loads.append({"model": name, "protocol": "file", "error": one_line(e)})
+                if "sql-autocomplete" in args.models:
+                    keystrokes = keys.measure(br, base, os.path.join(ROOT, "web", "models", "sql-autocomplete"),
+                                              [v for v in args.variants if v in models["sql-autocomplete"]["manifest"].variants], log)
             finally:
                 br.close()
     finally:
@@ -427,7 +436,7 @@ def run(args) -> dict:
             "machine": info, "models": {n: {"params": m["params"], "vocab_size": m["manifest"].architecture.vocab_size,
                                              "random_weights": not m["shipped"], "dim": m["manifest"].architecture.dim,
                                              "n_layers": m["manifest"].architecture.n_layers} for n, m in models.items()},
-            "by_model": by_model, "rows": rows, "file_loads": file_loads,
+            "by_model": by_model, "rows": rows, "file_loads": file_loads, "keystrokes": keystrokes,
             "all_correct": all(r["correct"] for r in rows), "total_s": time.perf_counter() - t_start}
 
 
