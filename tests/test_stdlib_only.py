@@ -9,7 +9,7 @@ PURE = [
     "pocketlm", "pocketlm.manifest", "pocketlm.tokenizer", "pocketlm.sampler", "pocketlm.generate",
     "pocketlm.constraints", "pocketlm.completer", "pocketlm.ngram", "pocketlm.tasks.sql", "pocketlm.evals.sql",
     "pocketlm.native", "pocketlm.browser", "pocketlm.__main__", "pocketlm.session", "pocketlm.json_constraint",
-    "pocketlm.json_schema", "pocketlm.tasks.text",
+    "pocketlm.json_schema", "pocketlm.tasks.text", "pocketlm.tokenizer_spm",
     "pocketlm.extractor", "pocketlm.tasks.reminders", "pocketlm.evals.reminders", "pocketlm.evals.rows",
 ]
 

@@ -14,12 +14,18 @@ Encoding, step by step as in `tokenizers`:
 Decoding joins the tokens' bytes (`token_bytes`), skipping special tokens by default as
 `tokenizers` does, and decodes UTF-8 with U+FFFD for invalid bytes. Unknown ids raise
 `TokenizerError` (`tokenizers` silently drops them).
+
+The Llama / SentencePiece BPE family (Metaspace "▁" spaces, <0xXX> byte fallback, as llama2.c's
+tokenizer converted to tokenizer.json) is run by pocketlm.tokenizer_spm.SpmTokenizer, a subclass:
+`Tokenizer(spec)`, `Tokenizer.from_str` and `Tokenizer.from_file` pick the class from the file's
+content (`family`), so callers never choose.
 """
 
 from __future__ import annotations
 
 import bisect
 import heapq
+import importlib
 import json
 import re
 import unicodedata
@@ -171,6 +177,26 @@ def _need(ok: bool, what: str) -> None:
         raise TokenizerError(f"unsupported tokenizer.json: {what}")
 
 
+def family(spec) -> str:
+    """Which implementation runs a tokenizer.json: "sentencepiece" for a Metaspace pre-tokenizer, or
+    for the older Llama files without a pre-tokenizer (a normalizer, or byte_fallback, instead);
+    "byte-level" for everything else (which that class then accepts or refuses with a reason).
+
+    >>> family({"pre_tokenizer": {"type": "Metaspace"}}), family({"pre_tokenizer": {"type": "ByteLevel"}})
+    ('sentencepiece', 'byte-level')
+    >>> family({"pre_tokenizer": None, "normalizer": {"type": "Sequence"}}), family([])
+    ('sentencepiece', 'byte-level')
+    """
+    if not isinstance(spec, dict):
+        return "byte-level"
+    pre, model = spec.get("pre_tokenizer"), spec.get("model")
+    if isinstance(pre, dict) and pre.get("type") == "Metaspace":
+        return "sentencepiece"
+    if pre is None and (spec.get("normalizer") is not None or isinstance(model, dict) and model.get("byte_fallback")):
+        return "sentencepiece"
+    return "byte-level"
+
+
 def _kind(obj) -> str:
     """The type of a tokenizer.json component for messages: "null", "NFC", "BPE", ..."""
     return obj.get("type") or json.dumps(obj)[:60] if isinstance(obj, dict) else json.dumps(obj)[:60]
@@ -209,6 +235,11 @@ class Tokenizer:
     (' x', ' x<eos>', [88])
     """
 
+    def __new__(cls, spec=None):
+        if cls is Tokenizer and family(spec) == "sentencepiece":  # imported here: that module imports this one
+            cls = importlib.import_module(".tokenizer_spm", __package__).SpmTokenizer
+        return super().__new__(cls)
+
     def __init__(self, spec: dict):
         try:
             self._load(spec)
@@ -242,31 +273,44 @@ class Tokenizer:
                              ("pre_tokenizer", ["ByteLevel"]), ("post_processor", ["null", "ByteLevel"]),
                              ("decoder", ["ByteLevel"]), ("model", ["BPE"])):
             kind = _kind(spec.get(key))
-            _need(kind in allowed, f"{key} {kind} (only {' or '.join(allowed)} is supported)")
+            hint = "; Llama/SentencePiece files use Metaspace" if key == "pre_tokenizer" else ""
+            _need(kind in allowed, f"{key} {kind} (only {' or '.join(allowed)} is supported{hint})")
         pre, model = spec["pre_tokenizer"], spec["model"]
         _need(pre.get("add_prefix_space") is False, "ByteLevel pre_tokenizer with add_prefix_space=true")
         _need(pre.get("use_regex", True) is True, "ByteLevel pre_tokenizer with use_regex=false")
+        self._load_bpe(model)
+        _need(all(c in self._vocab for c in CHAR_TO_BYTE), "the vocab lacks some of the 256 byte-level characters")
+        self._byte_ids = [self._vocab[BYTE_TO_CHAR[b]] for b in range(256)]
+        self._load_merges(model)
+        self._load_tables(spec.get("added_tokens") or [], _token_to_bytes)
+
+    def _load_bpe(self, model: dict) -> None:
+        """Checks and the vocab, shared by both families: no dropout, no subword prefix or suffix."""
         _need(model.get("dropout") in (None, 0), "BPE dropout (it makes encoding random)")
         for key in ("continuing_subword_prefix", "end_of_word_suffix"):
             _need(not model.get(key), f"BPE {key}={model.get(key)!r}")
         self._ignore_merges = bool(model.get("ignore_merges"))
+        self._vocab = dict(model["vocab"])
 
-        self._vocab = vocab = dict(model["vocab"])
-        _need(all(c in vocab for c in CHAR_TO_BYTE), "the vocab lacks some of the 256 byte-level characters")
-        self._byte_ids = [vocab[BYTE_TO_CHAR[b]] for b in range(256)]
-        self._merges: dict[tuple[int, int], tuple[int, int]] = {}  # (left, right) -> (rank, merged)
+    def _load_merges(self, model: dict) -> None:
+        """Ranked merges as ids: (left, right) -> (rank, merged); a repeated pair keeps its last rank,
+        as in `tokenizers`."""
+        vocab = self._vocab
+        self._merges: dict[tuple[int, int], tuple[int, int]] = {}
         for rank, merge in enumerate(model.get("merges") or []):
             a, b = merge.split(" ", 1) if isinstance(merge, str) else merge
             _need(a in vocab and b in vocab and a + b in vocab, f"merge {merge!r} of tokens not in the vocab")
             self._merges[(vocab[a], vocab[b])] = (rank, vocab[a + b])
 
-        self._load_added(spec.get("added_tokens") or [])
-        tokens = {i: t for t, i in vocab.items()}
-        _need(len(tokens) == len(vocab), "two vocab entries share an id")
+    def _load_tables(self, added_tokens: list, to_bytes) -> None:
+        """Added tokens, then id -> token and id -> bytes (`to_bytes(token)`) for every id."""
+        self._load_added(added_tokens)
+        tokens = {i: t for t, i in self._vocab.items()}
+        _need(len(tokens) == len(self._vocab), "two vocab entries share an id")
         tokens.update((i, t) for t, i in self._added.items())
         self.vocab_size = max(tokens) + 1
         self._tokens = [tokens.get(i) for i in range(self.vocab_size)]
-        self._bytes = [None if t is None else _token_to_bytes(t) for t in self._tokens]
+        self._bytes = [None if t is None else to_bytes(t) for t in self._tokens]
         self._cache: dict[str, tuple[int, ...]] = {}
 
     def _load_added(self, entries: list) -> None:
@@ -274,6 +318,7 @@ class Tokenizer:
         the text: first the non-normalized tokens, then the normalized ones, as `tokenizers` does."""
         self._added: dict[str, int] = {}
         self._special: set[int] = set()
+        self._normalized_added = False
         groups: tuple[list[str], list[str]] = ([], [])
         for e in entries:
             content = e["content"]
@@ -290,9 +335,10 @@ class Tokenizer:
             if e.get("special"):
                 self._special.add(tid)
             groups[bool(e.get("normalized", True))].append(content)
+        self._normalized_added = bool(groups[1])
         # Longest first: Python's leftmost-first alternation then finds leftmost-longest matches.
         self._patterns = [re.compile("|".join(re.escape(t) for t in sorted(g, key=lambda t: (-len(t), t))))
-                          for g in groups if g]
+                          if g else None for g in groups]  # (not normalized, normalized)
 
     def encode(self, text: str, *, split_special_tokens: bool = False) -> list[int]:
         """Token ids of `text`, without bos/eos (== tokenizers' encode(text, False).ids). Added tokens
@@ -317,10 +363,16 @@ class Tokenizer:
         return [p for part in self._split_added(replace_lone_surrogates(text), split_special_tokens)
                 for p in ([self._tokens[part]] if isinstance(part, int) else pretokenize(part))]
 
-    def _split_added(self, text: str, split_special: bool) -> list[str | int]:
-        """Cut added tokens out of text, leftmost-longest: "a<eos>b" -> ["a", 2, "b"]."""
-        parts: list[str | int] = [text]
-        for pattern in self._patterns:
+    def _split_added(self, text: str, split_special: bool, normalize=None) -> list[str | int]:
+        """Cut added tokens out of text, leftmost-longest: "a<eos>b" -> ["a", 2, "b"]. As in `tokenizers`,
+        the non-normalized ones first, then `normalize` runs on each text part (if given), then the
+        normalized ones are cut out. Empty text parts are dropped."""
+        parts: list[str | int] = [text] if text else []
+        for k, pattern in enumerate(self._patterns):
+            if k == 1 and normalize is not None:
+                parts = [p if isinstance(p, int) else normalize(p) for p in parts]
+            if pattern is None:
+                continue
             out: list[str | int] = []
             for part in parts:
                 if isinstance(part, int):
@@ -353,6 +405,12 @@ class Tokenizer:
     def decode_bytes(self, ids, *, skip_special_tokens: bool = True) -> bytes:
         """The bytes of `ids` joined; for streaming, where a character may still be incomplete."""
         return b"".join(self.token_bytes(i) for i in ids if not (skip_special_tokens and i in self._special))
+
+    def continuation_decoder(self, prompt_ids):
+        """A `decode_bytes` for tokens generated after `prompt_ids` (pocketlm.generate's argument): the
+        bytes they add to the text. Byte-level: decode_bytes itself; SpmTokenizer: it also drops the
+        leading space the Strip decoder drops when nothing precedes it (a text starting after <s>)."""
+        return self.decode_bytes
 
     def _lookup(self, table: list, token_id: int):
         value = table[token_id] if 0 <= token_id < self.vocab_size else None

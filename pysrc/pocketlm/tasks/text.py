@@ -96,7 +96,7 @@ class TextGenerator:
         self._cache.truncate(0)
         forward = ban_token(self.backend.forward, tok.eos_id) if ignore_eos else self.backend.forward
         result = await generate(
-            forward, self._cache, ids, options, eos_id=tok.eos_id, decode_bytes=self.tokenizer.decode_bytes,
+            forward, self._cache, ids, options, eos_id=tok.eos_id, decode_bytes=self.tokenizer.continuation_decoder(ids),
             max_seq_len=arch.max_seq_len, on_token=on_token, cancelled=cancelled,
         )
         result.stats["prompt_tokens"] = len(ids)
