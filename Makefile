@@ -28,8 +28,14 @@ test: setup
 	$(PYTHON) -m pytest -q
 
 # Train + export one model into web/models/$(MODEL)/ (resumes from runs/$(MODEL)/ if interrupted).
+# MODEL=path/to/model.bin imports a llama2.c checkpoint instead (export/llama2c.py) into web/models/<NAME>/:
+# TOKENIZER= defaults to tokenizer.bin beside the model file, NAME= to the file name without .bin.
 export: setup
+ifneq ($(filter %.bin,$(MODEL)),)
+	$(PYTHON) -m export llama2c $(MODEL)$(if $(TOKENIZER), --tokenizer $(TOKENIZER))$(if $(NAME), --name $(NAME))
+else
 	$(PYTHON) -m export $(MODEL) --data $(DATA)
+endif
 
 # Evaluate on the held-out validation databases of the export's split (runs/ is written by export).
 eval: setup

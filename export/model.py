@@ -1,7 +1,9 @@
 """The Llama-style decoder in torch, read top to bottom (the training-time reference).
 
 RMSNorm -> attention with rotary positions (rotate-half convention, as Hugging Face Llama)
--> RMSNorm -> SwiGLU MLP, n_layers times; a final RMSNorm; tied embeddings as the lm head.
+-> RMSNorm -> SwiGLU MLP, n_layers times; a final RMSNorm; tied embeddings as the lm head (or, with
+Architecture.tie_embeddings False, a separate classifier `output.weight` [V, D], as imported llama2.c
+checkpoints may have).
 The ONNX graphs (export/onnx_graph.py) are built from this module's weights and are held to
 its logits by tests. The architecture numbers come from pocketlm.manifest.Architecture, the
 same definition the manifest records.
@@ -121,6 +123,7 @@ class Transformer(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.layers = nn.ModuleList(Block(arch, dropout) for _ in range(arch.n_layers))
         self.norm = RMSNorm(arch.dim, arch.norm_eps)
+        self.output = None if arch.tie_embeddings else nn.Linear(arch.dim, arch.vocab_size, bias=False)
         cos, sin = rope_tables(arch)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -158,5 +161,7 @@ class Transformer(nn.Module):
             x, present = layer(x, cos, sin, None if past is None else past[i], mask)
             presents.append(present)
         x = self.norm(x)
+        if self.output is not None:  # untied classifier
+            return self.output(x), presents  # [B, T, vocab]
         logits = x @ self.tok_embeddings.weight.T  # tied lm head: [B, T, vocab]
         return logits, presents

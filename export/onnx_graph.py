@@ -27,6 +27,9 @@ export/model.py by tests/test_onnx_graph.py):
 The token embedding [V, D] is stored once: Gather for the input and Gemm(transB=1) for the tied
 lm head (no Transpose node, no second copy; Gemm pre-packs it at session start).
 export/quantize.py rewrites that pair for the int8 / q4 variants.
+An untied classifier (Architecture.tie_embeddings False, state key "output.weight" [V, D]) is a plain
+MatMul with its own [D, V] initializer (LM_HEAD_UNTIED), named lm_head too: export/quantize.py's
+embedding sharing looks for the tied Gemm and refuses this graph rather than tie it by mistake.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from pocketlm.manifest import Architecture, GraphContract
 OPSET = 17
 PRODUCER = "pocketlm.export.onnx_graph"
 EMBEDDING = "tok_embeddings.weight"  # [V, D] — export/quantize.py looks it up by this name
-LM_HEAD_NODE = "lm_head"  # the Gemm(transB=1) that reads EMBEDDING
+LM_HEAD_NODE = "lm_head"  # the Gemm(transB=1) that reads EMBEDDING (tied), or the untied MatMul
+LM_HEAD_UNTIED = "lm_head.weight"  # [D, V]: the untied classifier, transposed
 
 
 def _np(t) -> np.ndarray:
@@ -85,13 +89,13 @@ def build_decode_graph(
 ) -> onnx.ModelProto:
     """The decode graph for `state_dict` (export/model.py Transformer names; torch tensors or numpy)."""
     arch.validate()
-    if not arch.tie_embeddings:
-        raise ValueError("build_decode_graph supports tied embeddings only (Architecture.tie_embeddings)")
     sd = {k: _np(v) for k, v in state_dict.items() if not k.startswith("rope_")}
     per_layer = ("attn_norm.weight", "attn.wq.weight", "attn.wk.weight", "attn.wv.weight", "attn.wo.weight",
                  "mlp_norm.weight", "mlp.w_gate.weight", "mlp.w_up.weight", "mlp.w_down.weight")
     wanted = ["tok_embeddings.weight", "norm.weight"] + [
         f"layers.{i}.{name}" for i in range(arch.n_layers) for name in per_layer]
+    if not arch.tie_embeddings:
+        wanted.append("output.weight")
     missing = [k for k in wanted if k not in sd]
     if missing:
         raise ValueError(f"state_dict lacks {missing[:4]}{' ...' if len(missing) > 4 else ''} "
@@ -192,10 +196,16 @@ def build_decode_graph(
         g.init(p + "w_down", sd[p + "mlp.w_down.weight"].T)  # [F, D]
         x = g.op("Add", [x, g.op("MatMul", [act, p + "w_down"], L + "mlp_out")], L + "x_mlp")  # [S, D]
 
-    # ---- final norm and tied lm head ----
+    # ---- final norm and lm head (tied: the embedding; untied: its own classifier) ----
     g.init("norm.gain", sd["norm.weight"] * np.float32(np.sqrt(D)))  # [D]
     h = g.op("Mul", [rms(x, "final_norm"), "norm.gain"], "final_norm.out")  # [S, D]
-    logits = g.op("Gemm", [h, EMBEDDING], LM_HEAD_NODE, transB=1)  # [S, V] = h @ E^T
+    if arch.tie_embeddings:
+        logits = g.op("Gemm", [h, EMBEDDING], LM_HEAD_NODE, transB=1)  # [S, V] = h @ E^T
+    else:
+        if sd["output.weight"].shape != (V, D):
+            raise ValueError(f"output.weight is {sd['output.weight'].shape}, the architecture says {(V, D)}")
+        g.init(LM_HEAD_UNTIED, sd["output.weight"].T)  # [D, V]
+        logits = g.op("MatMul", [h, LM_HEAD_UNTIED], LM_HEAD_NODE)  # [S, V]
     g.op("Unsqueeze", [logits, g.const("axis0", [0])], contract.logits)  # [1, S, V]
     if contract.has_head:  # greedy head over the last position (the one decoding continues from)
         g.inits.append(numpy_helper.from_array(np.array(-1, np.int64), "head.last_row"))  # scalar: drops the axis

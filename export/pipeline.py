@@ -4,7 +4,8 @@ Stages keep their work in a run folder (runs/<name>/ by default), so an interrup
 resumes: the tokenizer is reused when the data and size are the same, training resumes from its
 last checkpoint. The model folder is assembled in a temporary folder beside the target and
 swapped in only when every file is written and verified, so a failed or interrupted export
-leaves the previous model intact.
+leaves the previous model intact. That last part (`write_model_folder`: variants, checks, manifest,
+swap) is shared with the llama2.c import (export/llama2c.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ VARIANTS = {  # name -> (file, quantization)
     "q4": ("model.q4.onnx", "q4-matmulnbits-block32"),
 }
 SPECIALS = {"pad_id": 0, "bos_id": 1, "eos_id": 2}
+FP32_TOLERANCE = 1e-3  # max |logit diff| of the fp32 graph against the reference (torch) on the probe
 
 
 class ExportError(RuntimeError):
@@ -104,26 +106,48 @@ def export_model(recipe: Recipe, data_dir: str, out_root: str, run_root: str, lo
     data = _training_data(recipe, tokenizer, train_rows, val_rows)
     model, summary = train(recipe.arch, recipe.train, data, run_dir=run_dir, log=log)
 
-    log("stage 3/4: ONNX variants")
-    out_dir = os.path.abspath(os.path.join(out_root, recipe.name))
+    with torch.no_grad():
+        probe = probe_ids(recipe.arch)
+        expected = model(torch.tensor([probe]))[0][0].numpy()  # [S, vocab]
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    training = {**summary, "data": recipe.data_file, "data_sha256": sha256_file(data_path),
+                "val_fraction": recipe.val_fraction, "split_seed": recipe.split_seed, **split_info}
+    return write_model_folder(
+        os.path.join(out_root, recipe.name), state, recipe.arch, tok_path, (probe, expected),
+        name=recipe.name, task=recipe.task, prompt=recipe.prompt, sampling=recipe.sampling, training=training,
+        stages=("stage 3/4: ONNX variants", "stage 4/4: packaging"), log=log)
+
+
+def write_model_folder(out_dir: str, state: dict, arch, tokenizer_path: str, expected: tuple[list[int], np.ndarray], *,
+                       name: str, task: str, prompt: dict, sampling: dict, training: dict,
+                       variants: tuple[str, ...] = tuple(VARIANTS), fp32_tolerance: float = FP32_TOLERANCE,
+                       stages: tuple[str, str] = ("ONNX variants", "packaging"), log=print) -> str:
+    """Build the ONNX variants of `state` (export/model.py names) and swap a verified model folder in at out_dir.
+
+    expected: (probe ids, the reference logits [S, vocab] for them) that the fp32 graph must reproduce within
+    fp32_tolerance (max |diff|). The folder is assembled in a staging folder beside out_dir and swapped in
+    only when every file is written and the manifest reads back and verifies: a failure (or Ctrl-C) leaves
+    the previous folder as it was. Returns the folder path.
+    """
+    log(stages[0])
+    out_dir = os.path.abspath(out_dir)
     os.makedirs(os.path.dirname(out_dir), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{recipe.name}.partial-", dir=os.path.dirname(out_dir))
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.partial-", dir=os.path.dirname(out_dir))
     try:
-        variants = _build_variants(model, recipe, staging, log)
-        log("stage 4/4: packaging")
-        shutil.copyfile(tok_path, os.path.join(staging, "tokenizer.json"))
+        built = build_variants(state, arch, staging, expected, variants, fp32_tolerance, log)
+        log(stages[1])
+        shutil.copyfile(tokenizer_path, os.path.join(staging, "tokenizer.json"))
         manifest = Manifest(
-            name=recipe.name,
-            task=recipe.task,
-            architecture=recipe.arch,
+            name=name,
+            task=task,
+            architecture=arch,
             tokenizer=TokenizerInfo(file="tokenizer.json", sha256=sha256_file(os.path.join(staging, "tokenizer.json")),
-                                    vocab_size=tokenizer.vocab_size, **SPECIALS),
-            variants=variants,
-            default_variant="fp32",
-            prompt=recipe.prompt,
-            sampling=recipe.sampling,
-            training={**summary, "data": recipe.data_file, "data_sha256": sha256_file(data_path),
-                      "val_fraction": recipe.val_fraction, "split_seed": recipe.split_seed, **split_info},
+                                    vocab_size=arch.vocab_size, **SPECIALS),
+            variants=built,
+            default_variant="fp32" if "fp32" in built else next(iter(built)),
+            prompt=prompt,
+            sampling=sampling,
+            training=training,
         )
         with open(os.path.join(staging, "manifest.json"), "w", encoding="utf-8") as f:
             f.write(manifest.to_json())
@@ -151,31 +175,82 @@ def _tokenizer_stage(recipe: Recipe, texts: list[str], run_dir: str) -> str:
     return path
 
 
-def _build_variants(model, recipe: Recipe, staging: str, log) -> dict[str, Variant]:
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+def build_variants(state: dict, arch, staging: str, expected: tuple[list[int], np.ndarray],
+                   names=tuple(VARIANTS), fp32_tolerance: float = FP32_TOLERANCE, log=print) -> dict[str, Variant]:
+    """Write the requested variants into staging and check each against `expected` (probe ids, logits [S, V]).
+
+    The fp32 graph is always built (the quantizers read it); it is removed again when not requested.
+    """
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown or not names:
+        raise ExportError(f"unknown variants {unknown or list(names)}; choose from {', '.join(VARIANTS)}")
     fp32_path = os.path.join(staging, VARIANTS["fp32"][0])
-    onnx.save(onnx_graph.build_decode_graph(state, recipe.arch), fp32_path)
-    quantize.quantize_int8(fp32_path, os.path.join(staging, VARIANTS["int8"][0]))
-    quantize.quantize_q4(fp32_path, os.path.join(staging, VARIANTS["q4"][0]))
-    probe = _probe_ids(recipe.arch)
-    with torch.no_grad():
-        expected = model(torch.tensor([probe]))[0][0].numpy()  # [S, vocab]
+    onnx.save(onnx_graph.build_decode_graph(state, arch), fp32_path)
+    for name in names:
+        if name != "fp32":
+            log(f"  quantizing {name}")  # seconds to minutes for bigger models: say what is running
+            _quantizer(name, arch)(fp32_path, os.path.join(staging, VARIANTS[name][0]))
+    probe, reference = expected
     variants = {}
-    for name, (file, quant) in VARIANTS.items():
+    for name in ["fp32"] + [n for n in names if n != "fp32"]:
+        file, quant = VARIANTS[name]
         path = os.path.join(staging, file)
         onnx.checker.check_model(path, full_check=True)
-        logits = _run_prefill(path, recipe.arch, probe)
-        agree = float((logits.argmax(-1) == expected.argmax(-1)).mean())
-        err = float(np.abs(logits - expected).max())
-        log(f"  {name:5s} {os.path.getsize(path) / 1e6:6.2f} MB  top-1 agreement with torch {agree:.3f}  "
+        logits = _run_prefill(path, arch, probe)
+        agree = float((logits.argmax(-1) == reference.argmax(-1)).mean())
+        err = float(np.abs(logits - reference).max())
+        log(f"  {name:5s} {os.path.getsize(path) / 1e6:6.2f} MB  top-1 agreement with the reference {agree:.3f}  "
             f"max |diff| {err:.2e}")
-        if name == "fp32" and err > 1e-3:
-            raise ExportError(f"fp32 ONNX logits differ from torch by {err:.2e}: the graph builder is wrong")
-        variants[name] = Variant(file=file, sha256=sha256_file(path), bytes=os.path.getsize(path), quantization=quant)
+        if name == "fp32" and err > fp32_tolerance:
+            raise ExportError(f"fp32 ONNX logits differ from the reference by {err:.2e} (> {fp32_tolerance:.0e}): "
+                              "the graph builder or the weight conversion is wrong")
+        if name in names:
+            variants[name] = Variant(file=file, sha256=sha256_file(path), bytes=os.path.getsize(path),
+                                     quantization=quant)
+    if "fp32" not in names:
+        os.remove(fp32_path)
     return variants
 
 
-def _probe_ids(arch) -> list[int]:
+def _quantizer(name: str, arch):
+    """The function that writes variant `name` from the fp32 file (looked up at call time, so tests can patch it).
+
+    export/quantize.py shares the tied embedding with the lm head and refuses an untied graph; an untied
+    one (a llama2.c checkpoint with its own classifier) gets the same quantization without the sharing.
+    """
+    if not arch.tie_embeddings:
+        return lambda src, dst: quantize_untied(name, src, dst)
+    return {"int8": quantize.quantize_int8, "q4": quantize.quantize_q4}[name]
+
+
+def quantize_untied(name: str, fp32_path: str, out_path: str) -> None:
+    """int8 / q4 of an untied decode graph: every weight MatMul (incl. the lm head) quantized with export/quantize.py's
+    settings (uint8 per-channel dynamic; 4-bit symmetric MatMulNBits, block 32); the input embedding stays fp32.
+
+    This belongs in export/quantize.py (not edited in this change): it reuses its logging guard and final check.
+    """
+    model = onnx.load(fp32_path)
+    with quantize._quiet_logging():
+        if name == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(out_path))) as tmp:
+                tmp_path = os.path.join(tmp, "int8.onnx")
+                quantize_dynamic(model, tmp_path, op_types_to_quantize=["MatMul"], weight_type=QuantType.QUInt8,
+                                 per_channel=True, extra_options={"MatMulConstBOnly": True})
+                model = onnx.load(tmp_path)
+        else:
+            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+            quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=32, is_symmetric=True,
+                                             op_types_to_quantize=("MatMul",))
+            quantizer.process()
+            model = quantizer.model.model
+    quantize._finish(model, out_path)
+
+
+def probe_ids(arch) -> list[int]:
+    """The token ids every variant is checked on: <bos> and up to 63 seeded ids (never 0..2)."""
     rng = random.Random(0)
     return [1] + [rng.randrange(3, arch.vocab_size) for _ in range(min(63, arch.max_seq_len - 1))]
 
