@@ -4,7 +4,9 @@ Random weights are fine for speed (the work per token does not depend on the val
 comparable figures: `llama2c-15m` has the shape of llama2.c's stories15M (dim 288, 6 layers, 6 heads,
 hidden 768, vocabulary 32 000), `llama-3m` the small anchor of the issue (dim 256, 4 layers, vocab 1024).
 
-Each is a real pocketlm model folder (manifest.json task "text", tokenizer.json, model.onnx +
+`llama2c-15m` is built as a llama2.c user would have it: a model.bin + tokenizer.bin pair in llama2.c's
+formats, imported by export/llama2c.py (bench/llama2c_model.py). The others are built here:
+each is a real pocketlm model folder (manifest.json task "text", tokenizer.json, model.onnx +
 model.int8.onnx + model.q4.onnx built by export.onnx_graph / export.quantize, as `make export` does), so
 the page, the native backend and the hf/ export all read it like a shipped model. The tokenizer is a
 byte-level BPE of the requested size trained (export.tokenizer_train) on seeded synthetic text, so the

@@ -72,7 +72,8 @@ def median(xs):
 # ---------------------------------------------------------------- preparation
 def prepare_models(names: list[str]) -> dict[str, dict]:
     """Model folders (runs/bench/models/<name>, task "text") and their hf/ exports (runs/bench/hf/<name>)."""
-    from bench.models import as_text_model, build_random_model
+    from bench.llama2c_model import build_llama2c_model
+    from bench.models import SHAPES, as_text_model, build_random_model
     from pocketlm.manifest import load_manifest
 
     out = {}
@@ -82,6 +83,8 @@ def prepare_models(names: list[str]) -> dict[str, dict]:
             if not os.path.isfile(os.path.join(src, "manifest.json")):
                 raise BenchError(f"web/models/{name} is missing; run make export MODEL={name}")
             folder = as_text_model(src, os.path.join(WORK, "models"))
+        elif name == "llama2c-15m":  # a llama2.c model.bin + tokenizer.bin through `python -m export llama2c`
+            folder = build_llama2c_model(name, os.path.join(WORK, "models"), SHAPES[name], log=log)
         elif name in RANDOM:
             folder = build_random_model(name, os.path.join(WORK, "models"), log=log)
         else:

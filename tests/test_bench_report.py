@@ -135,3 +135,23 @@ def test_keystroke_and_first_generation_targets(tiny_model, tmp_path):
     text = report.markdown(res, [])
     assert "| fp32 | 10.0 / 25.0 / 90.0 | 3.0 / 3.0 / 3.0 | 8.0 | yes |" in text
     assert "| int8 | 40.0 / 40.0 / 40.0 | 2.0 / 2.0 / 2.0 | 8.0 | **NO** |" in text
+
+
+def test_the_llama2c_bench_model_is_an_import_of_llama2c_files(tmp_path):
+    from bench.llama2c_model import build_llama2c_model
+
+    arch = Architecture(vocab_size=600, dim=32, n_layers=2, n_heads=2, n_kv_heads=2, hidden_dim=64, max_seq_len=64)
+    folder = build_llama2c_model("l2c", str(tmp_path), arch, seed=1, log=lambda m: None)
+    manifest = load_manifest(folder)
+    assert manifest.task == "text" and manifest.architecture.vocab_size == 600
+    assert manifest.training["source"] == "llama2.c" and manifest.training["checkpoint"] == "model.bin"
+    tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+    text = "Bala kitu, 1999 mora."
+    assert tok.decode(tok.encode(text)) == text
+    session = ModelSession(manifest, tok, NativeModel(folder, variant="fp32", threads=1))
+    out = asyncio.run(session.generate(text, {"max_new_tokens": 16, "temperature": 0.0, "ignore_eos": True}))
+    assert len(out["token_ids"]) == 16
+    # cached: a second call does not rebuild (same files, same mtime)
+    before = os.path.getmtime(os.path.join(folder, "model.onnx"))
+    assert build_llama2c_model("l2c", str(tmp_path), arch, seed=1, log=lambda m: None) == folder
+    assert os.path.getmtime(os.path.join(folder, "model.onnx")) == before
