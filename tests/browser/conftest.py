@@ -112,3 +112,43 @@ def page(browser):
     pg.errors = errors
     yield pg
     context.close()
+
+
+# ---- a tiny model of task "text" (the story panel, model folders opened from disk) ----
+# The shape of test_greedy_head_page.py's model with a longer context, so a run lasts long enough to be
+# stopped: built like make bench's random-weight models (bench/models.py), ≈5 s, 0.5 MB fp32.
+TEXT_MODEL = "story-tiny"
+TEXT_ARCH = {"vocab_size": 512, "dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "hidden_dim": 160,
+             "max_seq_len": 512}
+
+
+@pytest.fixture(scope="session")
+def text_model(tmp_path_factory):
+    """A model folder (manifest task "text", prompt format text-v1; variants fp32, int8, q4)."""
+    from bench.models import build_random_model
+    from pocketlm.manifest import Architecture
+
+    return build_random_model(TEXT_MODEL, str(tmp_path_factory.mktemp("text-models")), arch=Architecture(**TEXT_ARCH),
+                              seed=0, log=lambda *a: None)
+
+
+def native_generate(model_dir: str, variant: str, prompt: str, options: dict) -> dict:
+    """ModelSession.generate on native onnxruntime: what the page must reproduce token for token.
+
+    Runs in a thread: Playwright's sync API keeps an event loop running in the test's thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run():
+        import asyncio
+
+        from pocketlm.manifest import load_manifest
+        from pocketlm.native import NativeModel
+        from pocketlm.session import ModelSession
+        from pocketlm.tokenizer import Tokenizer
+
+        session = ModelSession(load_manifest(model_dir), Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json")),
+                               NativeModel(model_dir, variant=variant))
+        return asyncio.run(session.generate(prompt, options))
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result()

@@ -9,6 +9,8 @@
   const params = new URLSearchParams(location.search);
   const editor = $("editor"), schemaBox = $("schema");
   const state = { model: null, loading: null, controller: null, seq: 0, suggestion: "", suggestionFor: null, final: false };
+  const folders = new Map();  // model chooser value -> an sql model folder opened from disk (disk.js)
+  let nextDisk = 1;
 
   const mb = (n) => (n / 1e6).toFixed(1);
   const PHASES = { python: "Python runtime", onnx: "ONNX runtime", model: "Model" };
@@ -120,10 +122,10 @@
 
   // ---- model and variant ----
   function fillVariants() {
-    const m = SITE.models[$("model-select").value];
+    const m = folders.get($("model-select").value) || SITE.models[$("model-select").value];
     const select = $("variant-select");
     select.innerHTML = "";
-    if (!m) return false;  // the site was built without an SQL model (the list holds sql-task models only)
+    if (!m) return false;  // no SQL model in the site (the list holds sql-task models only) nor from disk
     for (const [name, bytes] of Object.entries(m.variants)) {
       const opt = document.createElement("option");
       opt.value = name;
@@ -134,6 +136,7 @@
     return true;
   }
 
+  // Resolves to the loaded model, or to the Error that kept it from loading (shown in the page).
   async function loadModel() {
     clearSuggestion();
     if (state.model) state.model.dispose();
@@ -142,9 +145,11 @@
     editor.placeholder = "Loading the model…";
     $("loader").classList.remove("done");
     showError("");
-    const name = $("model-select").value, variant = $("variant-select").value;
+    const value = $("model-select").value, variant = $("variant-select").value;
+    const name = folders.has(value) ? folders.get(value).name : value;
+    const where = folders.has(value) ? ", from disk" : "";
     const timeoutMs = params.get("timeout_ms") ? Number(params.get("timeout_ms")) : undefined;
-    const load = pocketlm.load(name, { variant, onProgress, timeoutMs });
+    const load = pocketlm.load(folders.get(value) || value, { variant, onProgress, timeoutMs });
     state.loading = load;
     try {
       const model = await load;
@@ -152,13 +157,13 @@
       state.model = model;
     } catch (err) {
       if (state.loading === load) {
-        showError(`Could not load ${name} (${variant}): ${err.message}`);
+        showError(`Could not load ${name} (${variant}${where}): ${err.message}`);
         $("progress-text").textContent = "Loading failed.";
       }
-      return;
+      return err;
     }
     $("loader").classList.add("done");
-    $("progress-text").textContent = `Ready: ${name} ${state.model.variant}, loaded in ${(state.model.stats.load_ms / 1000).toFixed(2)} s.`;
+    $("progress-text").textContent = `Ready: ${name} ${state.model.variant}${where && " (from disk)"}, loaded in ${(state.model.stats.load_ms / 1000).toFixed(2)} s.`;
     $("loadtime").textContent = `${(state.model.stats.load_ms / 1000).toFixed(2)} s`;
     $("mode").textContent = `${pocketlm.fileMode ? "file://" : "http"} · ${state.model.threads} thread${state.model.threads > 1 ? "s" : ""}`;
     editor.disabled = false;
@@ -166,6 +171,26 @@
     editor.focus();
     editor.selectionStart = editor.selectionEnd = editor.value.length;
     suggest();
+    return state.model;
+  }
+
+  // An sql model folder opened from disk: listed in the model chooser (replacing an earlier copy of the
+  // same name), chosen and loaded. Resolves to the model; rejects with the reason it did not load.
+  async function addFolder(folder) {
+    const select = $("model-select");
+    for (const [value, f] of folders) {
+      if (f.name !== folder.name) continue;
+      folders.delete(value);
+      for (const opt of select.options) if (opt.value === value) opt.remove();
+    }
+    const value = `disk:${nextDisk++}`;
+    folders.set(value, folder);
+    select.appendChild(new Option(`${folder.name} (from disk)`, value));
+    select.value = value;
+    fillVariants();
+    const result = await loadModel();
+    if (result instanceof Error) throw result;
+    return result;
   }
 
   $("model-select").addEventListener("change", () => { fillVariants(); loadModel(); });
@@ -188,12 +213,13 @@
     }
   }
   for (const t of document.querySelectorAll(".tabs [role=tab]")) t.addEventListener("click", () => showPanel(t));
-  if (params.get("panel") === "reminders" && $("tab-reminders")) $("tab-reminders").click();
+  if (params.get("panel") && $(`tab-${params.get("panel")}`)) $(`tab-${params.get("panel")}`).click();
 
-  window.pocketlmApp = { state, loadModel, suggest };
+  window.pocketlmApp = { state, loadModel, suggest, addFolder };
   if (!haveSqlModel) {
     editor.disabled = true;
-    $("progress-text").textContent = "No SQL model is built into this page (make site includes every folder of web/models/).";
+    $("progress-text").textContent = "No SQL model is built into this page (make site includes every folder of web/models/); " +
+      "open an exported model folder to use one.";
   } else if (params.get("autoload") !== "0") loadModel();
   else $("progress-text").textContent = "Not loaded (autoload=0).";
 })();

@@ -7,6 +7,7 @@
 //       top_p, min_p, repetition_penalty, stop, seed, onToken, signal});
 //   // out = {text, token_ids, stop_reason, stats: {load_ms, prefill_ms, decode_ms, tokens_per_s, ...}}
 //   model.abort();  // cancels every pending generation; each resolves with stop_reason "cancelled"
+//   // a model folder from disk (folder.js): pocketlm.load(await pocketlm.openFolder(input.files), {variant})
 //
 // Assets: over http they are fetched from the site; on file:// (where fetch is refused) every asset
 // was built into a classic script embed/<path>.js that calls pocketlmEmbedded(path, base64-of-gzip).
@@ -246,27 +247,47 @@
     return [`models/${name}/`, `models/${name}/manifest.json`];
   }
 
-  async function load(name, options = {}) {
+  // Where a model's files come from. A model source is {name, where (the manifest, for messages), place
+  // (the folder, for messages), defaultVariant?, manifestText(), has(file), size(file), read(file, onBytes)
+  // -> Uint8Array}: this one reads the site (fetch, or the scripts built into the page);
+  // pocketlm.openFolder (folder.js) makes one from files the user picked or dropped.
+  function siteSource(name) {
+    const [base, manifestURL] = modelBase(name);
+    return {
+      name, where: manifestURL, place: base,
+      manifestText: async () => new TextDecoder().decode(await getAsset(manifestURL, () => {})),
+      has: () => true,  // a missing file is reported by the fetch itself
+      size: (file) => SITE.assets[base + file] || 0,
+      read: (file, onBytes) => getAsset(base + file, onBytes),
+    };
+  }
+
+  // source: a folder name under models/, a manifest URL, or a model source (pocketlm.openFolder's result).
+  async function load(source, options = {}) {
     const t0 = performance.now();
     const progress = new Progress(options.onProgress);
     const threads = options.threads ?? (window.crossOriginIsolated ? THREADS_WHEN_ISOLATED : 1);
     const timeoutMs = options.timeoutMs ?? 30000;
-    const [base, manifestURL] = modelBase(name);
+    const src = typeof source === "string" ? siteSource(source) : source;
+    const name = src.name;
     progress.expect("model", 0);
-    const manifestBytes = await getAsset(manifestURL, () => {});
-    const manifestText = new TextDecoder().decode(manifestBytes);
+    const manifestText = await src.manifestText();
     let manifest;
     try {
       manifest = JSON.parse(manifestText);
     } catch (err) {
-      throw new LoadError(`${manifestURL} is not valid JSON (${err.message}); re-export the model`);
+      throw new LoadError(`${src.where} is not valid JSON (${err.message}); re-export the model`);
     }
-    const variant = options.variant || manifest.default_variant;
+    const variant = options.variant || src.defaultVariant || manifest.default_variant;
     const v = manifest.variants && manifest.variants[variant];
     if (!v) throw new LoadError(`model ${name} has no variant ${JSON.stringify(variant)}; it has: ${Object.keys(manifest.variants || {}).join(", ")}`);
     const tokFile = manifest.tokenizer.file;
-    progress.expect("model", v.bytes + (SITE.assets[base + tokFile] || 0));
-    const modelFiles = Promise.all([tokFile, v.file].map((f) => getAsset(base + f, (n) => progress.add("model", n))));
+    for (const [role, file] of [["its tokenizer", tokFile], [`variant ${variant}`, v.file]]) {
+      if (!src.has(file)) throw new LoadError(`${file} (${role}) is not in ${src.place}, although its manifest.json names it; ` +
+        "open the complete model folder");
+    }
+    progress.expect("model", v.bytes + src.size(tokFile));
+    const modelFiles = Promise.all([tokFile, v.file].map((f) => src.read(f, (n) => progress.add("model", n))));
     modelFiles.catch(() => {});
     const [runtime, url] = await Promise.all([fetchRuntime(progress), workerURL()]);
     const worker = new Worker(url, { type: "module", name: "pocketlm" });

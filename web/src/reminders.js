@@ -2,15 +2,17 @@
 // constrained to the schema, values copied from the text), and keep reminders in localStorage.
 // Like the SQL editor, each keystroke cancels the extraction in flight; the JSON shown is always
 // the one computed for the exact text in the box. The model loads the first time the panel opens.
+// The chooser lists the site's reminders-task models and the ones opened from disk (disk.js).
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
   const SITE = window.POCKETLM_SITE;
-  const NAME = "reminder-extract";
   const STORE = "pocketlm.reminders";
-  if (!SITE.models[NAME]) return;  // the site was built without this model
-  const input = $("rem-input");
-  const state = { model: null, loading: null, controller: null, seq: 0, result: null, resultFor: null };
+  const input = $("rem-input"), select = $("rem-model-select");
+  const folders = new Map();  // chooser value -> a reminders model folder opened from disk
+  const state = { model: null, loading: null, controller: null, seq: 0, result: null, resultFor: null, nextDisk: 1 };
+  const chosen = () => folders.get(select.value) || (SITE.models[select.value] ? select.value : null);
+  const labelOf = (value) => (folders.has(value) ? `${folders.get(value).name} (from disk)` : value);
 
   function showError(message) {
     $("rem-error").textContent = message;
@@ -65,21 +67,58 @@
 
   async function ensureModel() {
     if (state.model) return state.model;
+    const source = chosen(), label = labelOf(select.value);
+    if (!source) throw new Error("no reminders model is built into this page: open an exported reminders model folder");
     if (!state.loading) {
-      $("rem-status").textContent = "Loading the reminder model…";
-      state.loading = pocketlm.load(NAME, {
+      $("rem-status").textContent = `Loading ${label}…`;
+      const load = pocketlm.load(source, {
         onProgress: (p) => { $("rem-status").textContent = `Loading: ${p.phase} ${p.message} (${p.overall.percent.toFixed(0)}%)`; },
       }).then((model) => {
+        if (state.loading !== load) {  // another model was chosen meanwhile
+          model.dispose();
+          throw new Error(`${label} was replaced by another model`);
+        }
         state.model = model;
-        $("rem-status").textContent = `Ready: ${NAME} ${model.variant}, loaded in ${(model.stats.load_ms / 1000).toFixed(2)} s.`;
+        $("rem-status").textContent = `Ready: ${label} ${model.variant}, loaded in ${(model.stats.load_ms / 1000).toFixed(2)} s.`;
         return model;
       }, (err) => {
-        state.loading = null;
-        $("rem-status").textContent = "Loading failed.";
+        if (state.loading === load) {
+          state.loading = null;
+          $("rem-status").textContent = "Loading failed.";
+        }
         throw err;
       });
+      state.loading = load;
     }
     return state.loading;
+  }
+
+  // Another model chosen: the old one's worker ends, the text in the box is extracted again.
+  function chooseModel() {
+    if (state.controller) state.controller.abort();
+    state.seq++;  // an extraction waiting for the old model is stale
+    if (state.model) state.model.dispose();
+    state.model = state.loading = null;
+    showError("");
+    return ensureModel().then((model) => { extract(); return model; }, (err) => {
+      showError(`Could not load ${labelOf(select.value)}: ${err.message}`);
+      throw err;
+    });
+  }
+
+  // A reminders model folder opened from disk: listed in the chooser (replacing an earlier copy of the
+  // same name), chosen and loaded. Resolves to the model; rejects with the reason it did not load.
+  function addFolder(folder) {
+    for (const [value, f] of folders) {
+      if (f.name !== folder.name) continue;
+      folders.delete(value);
+      for (const opt of select.options) if (opt.value === value) opt.remove();
+    }
+    const value = `disk:${state.nextDisk++}`;
+    folders.set(value, folder);
+    select.appendChild(new Option(labelOf(value), value));
+    select.value = value;
+    return chooseModel();
   }
 
   async function extract() {
@@ -114,7 +153,12 @@
     input.value = "";
     extract();
   });
-  $("tab-reminders").addEventListener("click", () => { ensureModel().catch((err) => showError(err.message)); });
+  select.addEventListener("change", () => { chooseModel().catch(() => {}); });  // chooseModel shows why
+  const opened = () => { if (chosen()) ensureModel().catch((err) => showError(err.message)); };
+  $("tab-reminders").addEventListener("click", opened);
   renderList();
-  window.pocketlmReminders = { state, extract, ensureModel };
+  if (!chosen()) {
+    $("rem-status").textContent = "No reminders model is built into this page: open an exported model folder (above).";
+  } else if (!$("panel-reminders").hidden) opened();  // the page opened on this panel (?panel=reminders)
+  window.pocketlmReminders = { state, extract, ensureModel, addFolder };
 })();
