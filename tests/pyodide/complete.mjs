@@ -25,6 +25,28 @@ from pocketlm.tokenizer import Tokenizer
 manifest = manifest_from_dict(json.loads(manifest_text))
 tokenizer = Tokenizer.from_str(tokenizer_text)
 `);
+// As web/src/worker.mjs drives a generation: run each forward request the Stepper returns on the
+// engine and hand the result (or the error) straight back to Python.
+async function drive(stepper, engine) {
+  try {
+    let req = stepper.step();
+    while (req !== undefined) {
+      const [id, ids, want] = req;
+      let out;
+      try {
+        out = await engine.forward(id, ids, want);
+      } catch (err) {
+        req = stepper.fail(String(err.message ?? err));
+        continue;
+      }
+      req = stepper.step(out);
+    }
+    return stepper.result;
+  } finally {
+    stepper.destroy();
+  }
+}
+
 const results = [];
 try {
   for (const variant of spec.variants) {
@@ -32,20 +54,39 @@ try {
     const engine = await Engine.create(ort, readFileSync(join(spec.model_dir, file)), manifest);
     pyodide.globals.set("engine", engine);
     pyodide.globals.set("cases_json", JSON.stringify(spec.cases));
-    const out = await pyodide.runPythonAsync(`
-from pocketlm.browser import JsBackend
+    const stepper = pyodide.runPython(`
+from pocketlm.browser import JsBackend, Stepper
 from pocketlm.completer import SqlCompleter
 completer = SqlCompleter(manifest, tokenizer, JsBackend(engine))
-rows = []
-for schema, prefix in json.loads(cases_json):
-    r = await completer.complete(schema, prefix)
-    rows.append({"prefix": prefix, "token_ids": r.token_ids, "text": r.text, "stop_reason": r.stop_reason})
-json.dumps(rows)
+async def run_cases():
+    rows = []
+    for schema, prefix in json.loads(cases_json):
+        r = await completer.complete(schema, prefix)
+        rows.append({"prefix": prefix, "token_ids": r.token_ids, "text": r.text, "stop_reason": r.stop_reason})
+    return json.dumps(rows)
+Stepper(run_cases())
 `);
+    const out = await drive(stepper, engine);
     for (const row of JSON.parse(out)) results.push({ variant, ...row });
   }
 } catch (err) {
   console.error(String(err));
   process.exit(1);
 }
-console.log(JSON.stringify(results));
+// A forward pass that fails in JS raises inside the generation, with the engine's message.
+let failure = null;
+try {
+  const engine = await Engine.create(ort, readFileSync(join(spec.model_dir, manifest.variants.fp32.file)), manifest);
+  const failing = { newCache: () => engine.newCache(), length: (id) => engine.length(id),
+                    truncate: (id, n) => engine.truncate(id, n), hasHead: engine.hasHead,
+                    forward: async () => { throw new Error("the session run failed"); } };
+  pyodide.globals.set("engine", failing);
+  await drive(pyodide.runPython(`
+from pocketlm.browser import JsBackend, Stepper
+from pocketlm.completer import SqlCompleter
+Stepper(SqlCompleter(manifest, tokenizer, JsBackend(engine)).complete("t(a)", "SELECT"))
+`), failing);
+} catch (err) {
+  failure = String(err.message ?? err).trim().split("\n").pop();
+}
+console.log(JSON.stringify({ results, failure }));

@@ -13,6 +13,7 @@
 // Requests are handled one at a time, in order; an abort marks a request so it stops at its next step.
 
 let pyodide = null, ort = null, Engine = null, engine = null, session = null;
+let stepEngine = null;  // the engine as generations call it (engineForPython), set by load
 const aborted = new Set();
 let queue = Promise.resolve();
 
@@ -150,6 +151,29 @@ async function warmUp(engine, budgetMs = 1000, maxSteps = 200) {
   return { steps, ms: performance.now() - t0 };
 }
 
+// Drives a pocketlm.browser.Stepper (one generation): each forward request it returns runs on the
+// engine (with the same message yielding and timing as before), and the result goes straight back
+// into Python with a plain call, not through Pyodide's event loop (browser.py says why).
+async function drive(stepper, engineJs) {
+  try {
+    let req = stepper.step();
+    while (req !== undefined) {
+      const [id, ids, want] = req;
+      let out;
+      try {
+        out = await engineJs.forward(id, ids, want);
+      } catch (err) {
+        req = stepper.fail(messageOf(err));  // raised inside the generation, which may handle it
+        continue;
+      }
+      req = stepper.step(out);
+    }
+    return stepper.result;
+  } finally {
+    stepper.destroy();
+  }
+}
+
 async function load(msg) {
   const t0 = performance.now();
   postMessage({ type: "progress", phase: "model", message: "checking the model files" });
@@ -166,8 +190,9 @@ async function load(msg) {
   const t1 = performance.now();
   postMessage({ type: "progress", phase: "model", message: "warming up" });
   const warm = msg.warmup === false ? { steps: 0 } : await warmUp(engine);
-  model.attach(engineForPython(engine));
-  if (msg.warmup !== false) await model.warm_up();
+  stepEngine = engineForPython(engine);
+  model.attach(stepEngine);
+  if (msg.warmup !== false) await drive(model.start_warm_up(), stepEngine);
   session = model;
   return { variant: model.variant, ms: { session: t1 - t0, warmup: performance.now() - t1 }, warm };
 }
@@ -178,7 +203,8 @@ async function generate(msg) {
   timing = new StepTiming();
   const cancelled = () => { timing.checked(); return aborted.has(msg.id); };
   try {
-    const out = JSON.parse(await session.generate(msg.prompt, JSON.stringify(msg.options ?? {}), onToken, cancelled));
+    const run = session.start(msg.prompt, JSON.stringify(msg.options ?? {}), onToken, cancelled);
+    const out = JSON.parse(await drive(run, stepEngine));
     out.stats.timing = timing.done();
     out.stats.pyodide_heap_bytes = pyodide._module.HEAP8.length;
     return out;
