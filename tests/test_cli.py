@@ -344,3 +344,30 @@ def test_eval_malformed_rows_name_file_and_line(quick_export, model, tmp_path):
                           r"the n-gram baseline needs the training data: pass --train")
     assert_one_line_error(cli("eval", "sql", "--model", model, "--data", quick_export.run_dir / "val.jsonl",
                               "--train", train, "--limit", 0), r"--limit must be a positive number of rows")
+
+
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory):
+    from bench.models import build_random_model
+    from pocketlm.manifest import Architecture
+
+    arch = Architecture(vocab_size=300, dim=32, n_layers=2, n_heads=2, n_kv_heads=2, hidden_dim=64, max_seq_len=64)
+    return build_random_model("text-tiny", str(tmp_path_factory.mktemp("text")), arch=arch, seed=2, log=lambda m: None)
+
+
+def test_generate_streams_a_text_models_greedy_continuation(text_model, model):
+    from pocketlm.native import NativeModel
+    from pocketlm.session import ModelSession
+
+    proc = cli("generate", "--model", text_model, "--temperature", "0", "--max-new-tokens", "12", "--json", "Bala kitu")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    session = ModelSession(load_manifest(text_model), Tokenizer.from_file(os.path.join(text_model, "tokenizer.json")),
+                           NativeModel(text_model))
+    expected = asyncio.run(session.generate("Bala kitu", {"temperature": 0, "max_new_tokens": 12}))
+    assert out["token_ids"] == expected["token_ids"] and out["text"] == expected["text"]
+    plain = cli("generate", "--model", text_model, "--temperature", "0", "--max-new-tokens", "12", "Bala kitu")
+    assert plain.returncode == 0 and plain.stdout == "Bala kitu" + expected["text"] + "\n"
+    # a model of another task, and a bad sampling value: one line each
+    assert_one_line_error(cli("generate", "--model", model, "x"), r"not 'text-v1': it is not a text model")
+    assert_one_line_error(cli("generate", "--model", text_model, "--temperature", "-1", "x"), r"temperature must be >= 0")

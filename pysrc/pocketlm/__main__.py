@@ -1,4 +1,4 @@
-"""Command line: `python -m pocketlm complete|extract ...` and `python -m pocketlm eval sql|reminders ...`.
+"""Command line: `python -m pocketlm complete|extract|generate ...` and `python -m pocketlm eval sql|reminders ...`.
 
 Errors are one line on stderr (exit status 2), never a traceback.
 """
@@ -65,6 +65,30 @@ def cmd_extract(args) -> int:
     options = extractor.options(max_new_tokens=args.max_new_tokens)
     result = asyncio.run(extractor.extract(args.text, options, response_format=None if args.unconstrained else "default"))
     _print_result(result, args.json)
+    return 0
+
+
+def cmd_generate(args) -> int:
+    """A text-task model (e.g. an imported llama2.c checkpoint) continues the prompt, streamed to stdout."""
+    from .sampler import SamplingOptions
+    from .tasks.text import TextGenerator
+
+    model, tokenizer = _load(args.model, args.variant, args.threads)
+    generator = TextGenerator(model.manifest, tokenizer, model)
+    options = SamplingOptions.from_dict(model.manifest.sampling, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                                top_p=args.top_p, seed=args.seed)
+
+    def stream(_token_id, delta):
+        sys.stdout.write(delta)
+        sys.stdout.flush()
+
+    if not args.json:
+        sys.stdout.write(args.prompt)
+    result = asyncio.run(generator.generate(args.prompt, options, on_token=None if args.json else stream))
+    if args.json:
+        _print_result(result, True)
+    else:
+        print()
     return 0
 
 
@@ -142,6 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--unconstrained", action="store_true", help="no schema-constrained decoding (for comparison)")
     x.add_argument("--json", action="store_true", help="print text, token ids, stop reason and timings as JSON")
     x.set_defaults(func=cmd_extract)
+
+    g = sub.add_parser("generate", help="continue a text with a text-task model (e.g. an imported llama2.c model)")
+    g.add_argument("prompt", help="the text to continue (may be empty)")
+    g.add_argument("--model", required=True, help="model folder (holds manifest.json)")
+    g.add_argument("--variant", choices=["fp32", "int8", "q4"], default=None, help="default: the manifest's")
+    g.add_argument("--max-new-tokens", type=int, default=None)
+    g.add_argument("--temperature", type=float, default=None, help="0 = greedy; default: the manifest's")
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--threads", type=int, default=1)
+    g.add_argument("--json", action="store_true", help="print text, token ids, stop reason and timings as JSON")
+    g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("eval", help="evaluate a model on a task's data")
     e.add_argument("task", choices=["sql", "reminders"])
