@@ -37,6 +37,9 @@ class BenchHandler(SiteHandler):
         self.mounts = mounts
         super().__init__(*args, directory=mounts["/"], **kwargs)
 
+    def csp_applies(self) -> bool:  # the transformers.js page and its files are not ours: no policy there
+        return not self.path.startswith(("/bench/", "/tjs/", "/tjs-ort/", "/hf/"))
+
     def translate_path(self, path):
         for prefix, folder in self.mounts.items():
             if path.startswith(prefix):

@@ -29,6 +29,7 @@ import zipfile
 
 import jinja2
 
+from webtools.csp import CONTENT_SECURITY_POLICY
 from webtools.pyodide_snapshot import SnapshotError, snapshot_bytes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -168,7 +169,7 @@ def build(out: str, model_dirs: list[str]) -> dict:
     files["site-config.js"] = env.get_template("site-config.js.j2").render(config_json=json.dumps(
         config, indent=1, sort_keys=True)).encode("utf-8")
     files["index.html"] = env.get_template("index.html.j2").render(
-        models=models, schemas=schemas, versions=config["versions"],
+        csp=CONTENT_SECURITY_POLICY, models=models, schemas=schemas, versions=config["versions"],
         asset_hash=hashlib.sha256(b"".join(files[p] for p in PAGE_FILES)).hexdigest()[:12]).encode("utf-8")
     check_no_remote_urls(files)
     write_atomically(out, files)

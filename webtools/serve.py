@@ -16,6 +16,8 @@ import http.server
 import os
 import sys
 
+from webtools.csp import CONTENT_SECURITY_POLICY
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ISOLATION_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
@@ -32,8 +34,13 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
     def end_headers(self):
         for name, value in ISOLATION_HEADERS.items():
             self.send_header(name, value)
+        if self.csp_applies():  # the page's policy for every response: a worker script gets none from <meta>
+            self.send_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         self.send_header("Cache-Control", "no-cache")
         super().end_headers()
+
+    def csp_applies(self) -> bool:
+        return True
 
     def log_message(self, format, *args):  # quiet: one line per error only
         if len(args) > 1 and str(args[1]).startswith(("4", "5")):

@@ -325,5 +325,14 @@
     }
   }
 
-  window.pocketlm = { load, fileMode: FILE_MODE, site: SITE, LoadError };
+  // The page's Content Security Policy (webtools/csp.py) blocks every script and connection that is not
+  // the page's own; what it blocks is reported here and kept in pocketlm.securityViolations.
+  const securityViolations = [];
+  document.addEventListener("securitypolicyviolation", (e) => {
+    const v = { directive: e.effectiveDirective, blocked: e.blockedURI, source: e.sourceFile, line: e.lineNumber };
+    securityViolations.push(v);
+    console.warn(`pocketlm: blocked by the page's Content Security Policy (${v.directive}): ${v.blocked || "inline code"}`);
+  });
+
+  window.pocketlm = { load, fileMode: FILE_MODE, site: SITE, LoadError, securityViolations };
 })();
