@@ -155,6 +155,10 @@ def build(out: str, model_dirs: list[str]) -> dict:
                 schemas[file[:-4]] = f.read()
     config = {
         "assets": {p: len(b) for p, b in sorted(files.items())},
+        # Subresource integrity for what the page fetches over http (web/src/pocketlm.js passes it to fetch,
+        # which refuses a file that differs); models are checked against their manifest's sha256 instead.
+        "integrity": {p: "sha256-" + base64.b64encode(hashlib.sha256(b).digest()).decode("ascii")
+                      for p, b in sorted(files.items()) if not p.startswith("models/")},
         "models": models,
         "schemas": schemas,
         "threads_when_isolated": THREADS_WHEN_ISOLATED,

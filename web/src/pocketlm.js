@@ -77,10 +77,12 @@
       return bytes;
     }
     let response;
+    const integrity = SITE.integrity?.[url];  // a runtime asset of this site (webtools/build_site.py)
     try {
-      response = await fetch(url);
+      response = await fetch(url, integrity ? { integrity } : {});
     } catch (err) {
-      throw new LoadError(`could not fetch ${url}: ${err.message}`);
+      throw new LoadError(`could not fetch ${url}: ${err.message}` + (integrity ? " (a network error, or the " +
+        "file differs from the integrity hash make site recorded for it: rebuild the site with make site)" : ""));
     }
     if (!response.ok) throw new LoadError(`could not fetch ${url}: HTTP ${response.status} ${response.statusText}`);
     const chunks = [];
