@@ -88,7 +88,7 @@ def test_panel_shows_the_json_and_keeps_the_list(page, server, native_outputs):
     page.click("#rem-add")
     assert page.inner_text("#rem-count") == "1"
     page.fill("#rem-input", "remind me to take my meds every morning at 8")
-    page.wait_for_function("document.getElementById('rem-json').dataset.for.includes('meds')", timeout=60_000)
+    page.wait_for_function("() => document.getElementById('rem-json').dataset.for.includes('meds')", timeout=60_000)
     page.screenshot(path=os.path.join(DOCS, "page-reminders.png"))
     page.reload()
     assert page.inner_text("#rem-count") == "1"  # kept in localStorage

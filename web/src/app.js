@@ -155,6 +155,12 @@
       const model = await load;
       if (state.loading !== load) return model.dispose();
       state.model = model;
+      model.onStatus = (st, message) => {  // the worker died and is being restarted (pocketlm.js Model)
+        if (st !== "restarted") return showError(message);
+        showError("");
+        $("progress-text").textContent = message;
+        suggest();
+      };
     } catch (err) {
       if (state.loading === load) {
         showError(`Could not load ${name} (${variant}${where}): ${err.message}`);

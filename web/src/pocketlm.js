@@ -176,15 +176,26 @@
   }
 
   // ---- one model = one worker ----
+  // If the worker dies (out of memory, a crash inside Pyodide or onnxruntime, terminated), the requests in
+  // flight reject with a message saying so, a new worker is started with the same model (restartWith,
+  // set by load) and the next request waits for it; stats.restarts counts them, and model.onStatus(state,
+  // message), if the page set it, hears "restarting", then "restarted" or "failed".
   class Model {
-    constructor(worker, name) {
-      this.worker = worker;
+    constructor(name) {
       this.name = name;
       this.pending = new Map();  // request id -> {resolve, reject, onToken}
       this.nextId = 1;
       this.dead = null;
-      worker.onmessage = (event) => this.#onMessage(event.data);
-      worker.onerror = (event) => this.#fail(`the inference worker failed: ${event.message || "script error"}`);
+      this.restarting = null;
+      this.restarts = 0;
+      this.disposed = false;
+    }
+
+    attach(worker) {
+      this.worker = worker;
+      this.dead = null;
+      worker.onmessage = (event) => { if (this.worker === worker) this.#onMessage(event.data); };
+      worker.onerror = (event) => { if (this.worker === worker) this.#crashed(event.message || "script error"); };
     }
 
     #onMessage(msg) {
@@ -203,13 +214,40 @@
       this.pending.clear();
     }
 
-    request(type, body, transfer = [], id = this.nextId++) {
+    #crashed(reason) {
+      if (this.disposed || this.restarting) return;
+      this.worker.terminate();
+      if (!this.restartWith) return this.#fail(`the inference worker failed: ${reason}`);  // still loading
+      const message = `the inference worker stopped (${reason}); it is being restarted with model ${this.name}, try again`;
+      this.#fail(message);
+      this.restarts++;
+      if (this.stats) this.stats.restarts = this.restarts;
+      console.warn(`pocketlm: ${message}`);
+      const status = (state, text) => { if (this.onStatus) this.onStatus(state, text); };
+      status("restarting", message);
+      this.restarting = this.restartWith(this).then(() => {
+        this.restarting = null;
+        status("restarted", `The inference worker stopped (${reason}) and was restarted; ${this.name} is loaded again.`);
+      }, (err) => {
+        this.restarting = null;
+        this.dead = `the inference worker stopped and could not be restarted: ${err.message}; reload the page`;
+        status("failed", this.dead);
+      });
+    }
+
+    // Sends at once (load and restarts use it); request() first waits for a restart in progress.
+    send(type, body, transfer = [], id = this.nextId++) {
       if (this.dead) return Promise.reject(new Error(this.dead));
       return new Promise((resolve, reject) => {
         const { onToken, ...message } = body;
         this.pending.set(id, { resolve, reject, onToken, type });
         this.worker.postMessage({ type, id, ...message }, transfer);
       });
+    }
+
+    async request(type, body, transfer = [], id = this.nextId++) {
+      if (this.restarting) await this.restarting;
+      return this.send(type, body, transfer, id);
     }
 
     async generate(prompt, options = {}) {
@@ -234,6 +272,7 @@
     }
 
     dispose() {
+      this.disposed = true;
       this.worker.terminate();
       this.#fail("the model was disposed");
     }
@@ -288,12 +327,32 @@
       if (!src.has(file)) throw new LoadError(`${file} (${role}) is not in ${src.place}, although its manifest.json names it; ` +
         "open the complete model folder");
     }
+    const model = new Model(name);
+    const started = await startWorker(model, src, manifestText, variant, threads, timeoutMs, progress, options.warmup);
+    model.variant = started.loaded.variant;
+    model.manifest = manifest;
+    model.threads = threads;
+    model.stats = { load_ms: performance.now() - t0, runtime_ms: started.rt.ms, model_ms: started.modelMs,
+      wait_ms: started.t1 - t0, warmup_ms: started.loaded.ms.warmup, warmup_steps: started.loaded.warm.steps,
+      python_boot: started.rt.python_boot, python_ms: started.rt.python_ms, python_note: started.rt.python_note,
+      restarts: 0 };
+    // a worker that dies is replaced by one started the same way (the files are read again from the source)
+    model.restartWith = (m) => startWorker(m, src, manifestText, variant, threads, timeoutMs, new Progress(null), options.warmup);
+    progress.report("model", "ready");
+    return model;
+  }
+
+  // A new worker for `model` (Model.attach) with the runtime started and the model loaded; the worker is
+  // terminated if any step fails. Resolves to {rt, loaded, t1, modelMs}.
+  async function startWorker(model, src, manifestText, variant, threads, timeoutMs, progress, warmup) {
+    const manifest = JSON.parse(manifestText);
+    const v = manifest.variants[variant], tokFile = manifest.tokenizer.file;
     progress.expect("model", v.bytes + src.size(tokFile));
     const modelFiles = Promise.all([tokFile, v.file].map((f) => src.read(f, (n) => progress.add("model", n))));
     modelFiles.catch(() => {});
     const [runtime, url] = await Promise.all([fetchRuntime(progress), workerURL()]);
     const worker = new Worker(url, { type: "module", name: "pocketlm" });
-    const model = new Model(worker, name);
+    model.attach(worker);
     model.onPhase = (msg) => progress.report(msg.phase, msg.message);
     try {
       const files = {};
@@ -301,7 +360,7 @@
       const lock = new TextDecoder().decode(runtime["vendor/pyodide/pyodide-lock.json"]);
       const indexURL = new URL("vendor/pyodide/", location.href).href;
       const t1 = performance.now();
-      const rt = await withTimeout(model.request("init", { files, lock, indexURL, threads }, Object.values(files)),
+      const rt = await withTimeout(model.send("init", { files, lock, indexURL, threads }, Object.values(files)),
         timeoutMs, "Starting the Python and ONNX runtimes");
       const [tokBytes, onnxBytes] = await modelFiles;
       const digests = {
@@ -309,18 +368,10 @@
         [v.file]: [await sha256(onnxBytes), onnxBytes.length],
       };
       const t2 = performance.now();
-      const loaded = await withTimeout(model.request("load", {
-        manifestText, tokenizerText: new TextDecoder().decode(tokBytes), variant, digests, onnx: onnxBytes.buffer,
-        warmup: options.warmup,
-      }, [onnxBytes.buffer]), timeoutMs, `Loading model ${name}`);
-      model.variant = loaded.variant;
-      model.manifest = manifest;
-      model.threads = threads;
-      model.stats = { load_ms: performance.now() - t0, runtime_ms: rt.ms, model_ms: performance.now() - t2,
-        wait_ms: t1 - t0, warmup_ms: loaded.ms.warmup, warmup_steps: loaded.warm.steps,
-        python_boot: rt.python_boot, python_ms: rt.python_ms, python_note: rt.python_note };
-      progress.report("model", "ready");
-      return model;
+      const loaded = await withTimeout(model.send("load", {
+        manifestText, tokenizerText: new TextDecoder().decode(tokBytes), variant, digests, onnx: onnxBytes.buffer, warmup,
+      }, [onnxBytes.buffer]), timeoutMs, `Loading model ${model.name}`);
+      return { rt, loaded, t1, modelMs: performance.now() - t2 };
     } catch (err) {
       worker.terminate();
       throw err;
