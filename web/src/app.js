@@ -10,7 +10,6 @@
   const editor = $("editor"), schemaBox = $("schema");
   const state = { model: null, loading: null, controller: null, seq: 0, suggestion: "", suggestionFor: null, final: false };
   const folders = new Map();  // model chooser value -> an sql model folder opened from disk (disk.js)
-  let nextDisk = 1;
 
   const mb = (n) => (n / 1e6).toFixed(1);
   const PHASES = { python: "Python runtime", onnx: "ONNX runtime", model: "Model" };
@@ -184,15 +183,7 @@
   // same name), chosen and loaded. Resolves to the model; rejects with the reason it did not load.
   async function addFolder(folder) {
     const select = $("model-select");
-    for (const [value, f] of folders) {
-      if (f.name !== folder.name) continue;
-      folders.delete(value);
-      for (const opt of select.options) if (opt.value === value) opt.remove();
-    }
-    const value = `disk:${nextDisk++}`;
-    folders.set(value, folder);
-    select.appendChild(new Option(`${folder.name} (from disk)`, value));
-    select.value = value;
+    pocketlm.listFolder(select, folders, folder);
     fillVariants();
     const result = await loadModel();
     if (result instanceof Error) throw result;

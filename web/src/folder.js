@@ -155,5 +155,22 @@
     return out;
   }
 
-  Object.assign(window.pocketlm, { openFolder, filesFromDrop });
+  // A panel's model chooser (a <select>) gains an opened folder: an option "<name> (from disk)" whose value
+  // ("disk:N") keys it in the panel's `folders` map, replacing an earlier folder of the same model name
+  // (re-opened after a re-export), and selected. Returns the option's value.
+  let nextDisk = 1;
+  function listFolder(select, folders, folder) {
+    for (const [value, f] of folders) {
+      if (f.name !== folder.name) continue;
+      folders.delete(value);
+      for (const opt of select.options) if (opt.value === value) opt.remove();
+    }
+    const value = `disk:${nextDisk++}`;
+    folders.set(value, folder);
+    select.appendChild(new Option(`${folder.name} (from disk)`, value));
+    select.value = value;
+    return value;
+  }
+
+  Object.assign(window.pocketlm, { openFolder, filesFromDrop, listFolder });
 })();

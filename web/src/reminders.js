@@ -10,7 +10,7 @@
   const STORE = "pocketlm.reminders";
   const input = $("rem-input"), select = $("rem-model-select");
   const folders = new Map();  // chooser value -> a reminders model folder opened from disk
-  const state = { model: null, loading: null, controller: null, seq: 0, result: null, resultFor: null, nextDisk: 1 };
+  const state = { model: null, loading: null, controller: null, seq: 0, result: null, resultFor: null };
   const chosen = () => folders.get(select.value) || (SITE.models[select.value] ? select.value : null);
   const labelOf = (value) => (folders.has(value) ? `${folders.get(value).name} (from disk)` : value);
 
@@ -109,15 +109,7 @@
   // A reminders model folder opened from disk: listed in the chooser (replacing an earlier copy of the
   // same name), chosen and loaded. Resolves to the model; rejects with the reason it did not load.
   function addFolder(folder) {
-    for (const [value, f] of folders) {
-      if (f.name !== folder.name) continue;
-      folders.delete(value);
-      for (const opt of select.options) if (opt.value === value) opt.remove();
-    }
-    const value = `disk:${state.nextDisk++}`;
-    folders.set(value, folder);
-    select.appendChild(new Option(labelOf(value), value));
-    select.value = value;
+    pocketlm.listFolder(select, folders, folder);
     return chooseModel();
   }
 

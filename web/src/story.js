@@ -13,7 +13,7 @@
   const outPrompt = $("story-output-prompt"), outText = $("story-output-text");
   const folders = new Map();  // chooser value -> model folder opened from disk (pocketlm.openFolder)
   const state = { model: null, loading: null, loadingKey: null, queue: Promise.resolve(), jobs: new Set(), runs: [],
-    last: null, nextDisk: 1 };
+    last: null };
   const FIELDS = { temperature: "story-temperature", top_p: "story-top-p", max_new_tokens: "story-max-new-tokens" };
   const WHY = { eos: "the model ended the text", max_new_tokens: "max new tokens reached",
     context_full: "the model's context is full", stop_string: "a stop string", cancelled: "stopped" };
@@ -190,15 +190,7 @@
   // A model folder opened from disk (disk.js): listed in the chooser (replacing an earlier copy of the
   // same name), chosen and loaded. Resolves to the model; rejects with the reason it cannot load.
   function addFolder(folder) {
-    for (const [value, f] of folders) {
-      if (f.name !== folder.name) continue;
-      folders.delete(value);
-      for (const opt of select.options) if (opt.value === value) opt.remove();
-    }
-    const value = `disk:${state.nextDisk++}`;
-    folders.set(value, folder);
-    select.appendChild(new Option(labelOf(value), value));
-    select.value = value;
+    pocketlm.listFolder(select, folders, folder);
     stop();
     fillVariants();
     updateButtons();
