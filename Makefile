@@ -10,7 +10,7 @@ EVAL_ARGS ?=
 PORT ?= 8000
 export PYTHONPATH := $(CURDIR)/pysrc:$(CURDIR)
 
-.PHONY: demo test export eval golden setup clean-venv site serve measure-page bench-constraint bench
+.PHONY: demo test export eval golden setup clean-venv site serve measure-page bench-constraint bench soak
 
 $(VENV)/.installed: requirements.txt
 	$(PY) -m venv $(VENV)
@@ -78,6 +78,11 @@ bench/js/node_modules/.installed: bench/js/package.json bench/js/package-lock.js
 $(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	touch $@
+
+# A long headless session on the built page (issue 7): 1000 sql requests with random cancellations and 500
+# extractions (>= 10 000 tokens); memory after warm-up, in the middle and at the end (limit: +10%).
+soak: site
+	$(PYTHON) -m bench.soak --site site --json runs/soak.json
 
 bench: setup bench/js/node_modules/.installed $(VENV)/.bench-installed
 	$(PYTHON) -m bench $(BENCH_ARGS)

@@ -55,9 +55,10 @@ TJS_JS = "async (args) => { await new Promise((r) => { const t = () => window.tj
 class Browser:
     """One headless Chromium (Debian's), launched with a marker so its renderer processes can be found."""
 
-    def __init__(self, playwright):
+    def __init__(self, playwright, extra_args: tuple[str, ...] = ()):
         self.marker = f"--pocketlm-bench={uuid.uuid4().hex}"
-        self.browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + [self.marker])
+        self.browser = playwright.chromium.launch(executable_path=CHROMIUM,
+                                                  args=CHROMIUM_ARGS + list(extra_args) + [self.marker])
         self.version = self.browser.version
 
     def renderers(self) -> set[int]:

@@ -119,6 +119,7 @@ function yieldToMessages() {
 function engineForPython(engine) {
   return {
     newCache: () => engine.newCache(),
+    dropCache: (id) => engine.dropCache(id),
     length: (id) => engine.length(id),
     truncate: (id, n) => engine.truncate(id, n),
     hasHead: engine.hasHead,
@@ -133,22 +134,6 @@ function engineForPython(engine) {
       return result;
     },
   };
-}
-
-// Chromium compiles wasm to its optimizing tier only after a few hundred runs: the first generation
-// after load would run 1.5-3x slower (../shared/notes/browser.md). Pay that here, off-screen.
-// Measured (README, "Warm-up"): 200 steps give the steady-state step and prefill times; 600 did not
-// do better and cost another ~0.8 s of load.
-async function warmUp(engine, budgetMs = 1000, maxSteps = 200) {
-  const id = engine.newCache(), t0 = performance.now();
-  let steps = 0;
-  while (steps < maxSteps && performance.now() - t0 < budgetMs) {
-    if (engine.length(id) >= engine.arch.max_seq_len) engine.truncate(id, 0);
-    await engine.forward(id, [steps % engine.arch.vocab_size], engine.hasHead ? "argmax" : "logits");  // as greedy decoding will
-    steps++;
-  }
-  engine.dropCache(id);
-  return { steps, ms: performance.now() - t0 };
 }
 
 // Drives a pocketlm.browser.Stepper (one generation): each forward request it returns runs on the
@@ -189,10 +174,10 @@ async function load(msg) {
   engine = created;  // one model per worker: the page starts a new worker for another model
   const t1 = performance.now();
   postMessage({ type: "progress", phase: "model", message: "warming up" });
-  const warm = msg.warmup === false ? { steps: 0 } : await warmUp(engine);
   stepEngine = engineForPython(engine);
   model.attach(stepEngine);
-  if (msg.warmup !== false) await drive(model.start_warm_up(), stepEngine);
+  // decode steps through Python and the engine, then one task generation (browser.py PageModel._warm_up)
+  const warm = msg.warmup === false ? { steps: 0 } : JSON.parse(await drive(model.start_warm_up(), stepEngine));
   session = model;
   return { variant: model.variant, ms: { session: t1 - t0, warmup: performance.now() - t1 }, warm };
 }
