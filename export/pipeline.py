@@ -131,8 +131,14 @@ def write_model_folder(out_dir: str, state: dict, arch, tokenizer_path: str, exp
     """
     log(stages[0])
     out_dir = os.path.abspath(out_dir)
-    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.partial-", dir=os.path.dirname(out_dir))
+    parent = os.path.dirname(out_dir)
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise ExportError(f"{parent} is a file, not a folder: choose another --out")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.partial-", dir=parent)
+    except OSError as e:  # a file where the folder should be, no permission, no space
+        raise ExportError(f"cannot create a model folder in {parent}: {e.strerror or e}; choose another --out") from None
     try:
         built = build_variants(state, arch, staging, expected, variants, fp32_tolerance, log)
         log(stages[1])
@@ -153,6 +159,10 @@ def write_model_folder(out_dir: str, state: dict, arch, tokenizer_path: str, exp
             f.write(manifest.to_json())
         load_manifest(staging)  # everything we wrote must read back and verify
         swap_in(staging, out_dir)
+    except OSError as e:  # a full disk or an unwritable folder while writing: say where, keep the old folder
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ExportError(f"could not write the model folder {out_dir} ({e.strerror or e}); the previous folder, "
+                          "if any, is unchanged: free some space or choose another --out, then run again") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

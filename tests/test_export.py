@@ -201,3 +201,71 @@ def test_same_seed_same_bytes_and_existing_folder_is_replaced(quick_export, tmp_
         assert sha256_file(out / RECIPE / name) == sha256_file(quick_export.model_dir / name), name
     assert_same_weights(final_state(runs / RECIPE), final_state(quick_export.run_dir))
     load_manifest(str(out / RECIPE))
+
+
+# ------------------------------------------------------------------- a failure at every stage
+
+def _fail(what):
+    def broken(*a, **k):
+        raise what
+    return broken
+
+
+STAGES = {  # stage -> (module attribute the pipeline calls, as "module:name")
+    "tokenizer": "export.pipeline:train_tokenizer",
+    "training": "export.pipeline:train",
+    "onnx build": "export.onnx_graph:build_decode_graph",
+    "quantization": "export.quantize:quantize_int8",
+    "packaging": "export.pipeline:swap_in",
+}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_an_export_killed_at_any_stage_keeps_the_old_folder_and_resumes(quick_export, tmp_path, monkeypatch, stage):
+    """Interrupted (Ctrl-C) in each stage of a fresh export: the previous model folder stays byte-identical
+    with no staging folder left; run again, the export finishes and gives the same bytes as an
+    uninterrupted one (seeded)."""
+    import importlib
+
+    out, runs = tmp_path / "models", tmp_path / "runs"
+    shutil.copytree(quick_export.out_dir, out)
+    (out / RECIPE / "marker.txt").write_text("the previous export")
+    before = snapshot(out)
+    module, name = STAGES[stage].split(":")
+    with monkeypatch.context() as patch:
+        patch.setattr(importlib.import_module(module), name, _fail(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            run_export(out, runs, quick_export.data_dir)
+    assert snapshot(out) == before and sorted(os.listdir(out)) == [RECIPE]
+    run_export(out, runs, quick_export.data_dir)  # resumed: whatever the run folder holds is reused
+    for f in sorted(FILES):
+        assert sha256_file(out / RECIPE / f) == sha256_file(quick_export.model_dir / f), (stage, f)
+
+
+def test_a_full_disk_is_a_one_line_error_and_loses_nothing(quick_export, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import export.__main__ as cli
+    import onnx
+
+    out, runs = tmp_path / "models", tmp_path / "runs"
+    shutil.copytree(quick_export.out_dir, out)
+    shutil.copytree(quick_export.runs_dir, runs)
+    before = snapshot(out)
+    monkeypatch.setattr(onnx, "save", _fail(OSError(errno.ENOSPC, "No space left on device")))
+    code = cli.main([RECIPE, "--quick", "--data", str(quick_export.data_dir), "--out", str(out), "--runs", str(runs)])
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("training:")]
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: could not write the model folder "), err
+    assert "No space left on device" in err[0] and "previous folder, if any, is unchanged" in err[0]
+    assert snapshot(out) == before and sorted(os.listdir(out)) == [RECIPE]
+
+
+def test_an_output_path_that_is_not_a_folder_is_a_one_line_error(quick_export, tmp_path, capsys):
+    import export.__main__ as cli
+
+    blocked = tmp_path / "models"
+    blocked.write_text("a file where the models folder should be")
+    code = cli.main([RECIPE, "--quick", "--data", str(quick_export.data_dir), "--out", str(blocked),
+                     "--runs", str(quick_export.runs_dir)])
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("training:")]
+    assert code == 2 and err == [f"error: {blocked} is a file, not a folder: choose another --out"], err
