@@ -74,6 +74,18 @@ def test_long_text_keeps_its_most_recent_tokens(parts, session):
     assert ids[1:] == tokenizer.encode(long_text)[dropped:]
 
 
+def test_a_generation_that_reaches_the_context_stops_cleanly_with_a_reason(parts, session):
+    """A long text keeps room for min(max_new_tokens, context/2) new tokens; asking for more than that room
+    runs to the last position and stops with stop_reason "context_full" (and the text so far)."""
+    manifest, _, _ = parts
+    M = manifest.architecture.max_seq_len
+    long_text = " ".join(f"SELECT c{i} FROM t{i};" for i in range(400))
+    out = run(session, long_text, max_new_tokens=M, ignore_eos=True, stop=[])
+    assert out["stop_reason"] == "context_full"
+    assert out["stats"]["prompt_tokens"] + len(out["token_ids"]) == M + 1  # the last token needs no position
+    assert len(out["token_ids"]) == M // 2 + 1 and isinstance(out["text"], str)
+
+
 def test_options_are_checked(session):
     with pytest.raises(SamplingError, match="ignore_eos must be true or false"):
         run(session, "x", ignore_eos="yes")
