@@ -161,21 +161,11 @@ def derive_merges(pieces: list[str], scores: list[float]) -> list[tuple[str, str
 
 
 def tokenizer_json(pieces: list[str], merges: list[tuple[str, str]]) -> dict:
-    """The tokenizer.json document (the exact contract in the module docstring)."""
-    added = [{"id": i, "content": p, "single_word": False, "lstrip": False, "rstrip": False,
-              "normalized": False, "special": True} for i, p in enumerate(SPECIAL_PIECES)]
-    decoder = {"type": "Sequence", "decoders": [
-        {"type": "Replace", "pattern": {"String": SPACE}, "content": " "},
-        {"type": "ByteFallback"},
-        {"type": "Fuse"},
-        {"type": "Strip", "content": " ", "start": 1, "stop": 0},  # the dummy prefix's space
-    ]}
-    model = {"type": "BPE", "dropout": None, "unk_token": SPECIAL_PIECES[0], "continuing_subword_prefix": None,
-             "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
-             "vocab": {p: i for i, p in enumerate(pieces)}, "merges": [list(m) for m in merges]}
-    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
-            "pre_tokenizer": {"type": "Metaspace", "replacement": SPACE, "prepend_scheme": "first", "split": False},
-            "post_processor": None, "decoder": decoder, "model": model}
+    """The tokenizer.json document (the exact contract in the module docstring), defined once, beside its reader:
+    pocketlm.tokenizer_spm.llama_tokenizer_json."""
+    from pocketlm.tokenizer_spm import llama_tokenizer_json
+
+    return llama_tokenizer_json({p: i for i, p in enumerate(pieces)}, merges)
 
 
 def convert(bin_path: str, vocab_size: int, json_path: str) -> dict:

@@ -1,6 +1,7 @@
 """pocketlm.tokenizer_spm (the Llama / SentencePiece BPE family) against Hugging Face `tokenizers` 0.22.1.
 
-The fixtures are built here, in EXACTLY the tokenizer.json format the llama2.c importer writes (FORMAT):
+The fixtures are built here, in EXACTLY the tokenizer.json format the llama2.c importer writes (llama_tokenizer_json,
+whose every key tests/test_llama2c_tokenizer.py pins):
 a BPE trained by `tokenizers` with a Metaspace pre-tokenizer on a small made-up corpus, renumbered to
 llama2.c's layout (<unk>, <s>, </s>, then <0x00>..<0xFF> as ids 3..258, then the pieces), plus
 variants that each change one setting (VARIANTS). Characters the corpus lacks ("ж", "🙂", ...) go
@@ -36,22 +37,6 @@ from pocketlm.tokenizer_spm import SpmTokenizer, llama_tokenizer_json
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECIALS = ["<unk>", "<s>", "</s>"]
-FORMAT = {  # the importer's tokenizer.json, key for key; vocab and merges are filled in
-    "version": "1.0", "truncation": None, "padding": None,
-    "added_tokens": [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-                      "normalized": False, "special": True} for i, t in enumerate(SPECIALS)],
-    "normalizer": None,
-    "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": False},
-    "post_processor": None,
-    "decoder": {"type": "Sequence", "decoders": [
-        {"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "ByteFallback"},
-        {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
-    "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
-              "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
-              "vocab": {}, "merges": []},
-}
-
-
 def corpus(n: int = 300, seed: int = 0) -> list[str]:
     """Stories, code and a little Unicode, seeded. It lacks "ж", "丐", "🙂", "ñ", Hebrew, Arabic."""
     rng = random.Random(seed)
@@ -64,7 +49,7 @@ def corpus(n: int = 300, seed: int = 0) -> list[str]:
 
 
 def trained_spec(split: bool, size: int = 560) -> dict:
-    """A BPE trained by `tokenizers` (Metaspace, byte fallback), rewritten to FORMAT and llama2.c's ids."""
+    """A BPE trained by `tokenizers` (Metaspace, byte fallback), in the importer's format and llama2.c's ids."""
     hf = HFTokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     hf.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=split)
     hf.train_from_iterator(corpus(), trainers.BpeTrainer(vocab_size=size, special_tokens=SPECIALS,
@@ -73,8 +58,7 @@ def trained_spec(split: bool, size: int = 560) -> dict:
     vocab = {t: i for i, t in enumerate(SPECIALS)} | {f"<0x{b:02X}>": 3 + b for b in range(256)}
     for piece, _ in sorted(trained["vocab"].items(), key=lambda kv: kv[1]):
         vocab.setdefault(piece, len(vocab))
-    spec = copy.deepcopy(FORMAT)
-    spec["model"]["vocab"], spec["model"]["merges"] = vocab, [list(m) for m in trained["merges"]]
+    spec = llama_tokenizer_json(vocab, trained["merges"])  # the importer's format (export/llama2c_tokenizer.py)
     spec["pre_tokenizer"]["split"] = split
     return spec
 
