@@ -81,3 +81,55 @@ def test_out_of_range_sampling_options_are_refused_by_name(page, server):
                 "repetition_penalty must be > 0", "unknown options ['temprature']"]
     for message, want in zip(messages, expected):
         assert want in message, (message, want)
+
+
+NAN_RUN = """async (prompt) => {
+  const folder = await pocketlm.openFolder(document.getElementById('test-input').files);
+  const out = {};
+  try { (await pocketlm.load(folder)).dispose(); out.load = "loaded"; } catch (e) { out.load = e.message; }
+  const m = await pocketlm.load(folder, {warmup: false});
+  for (const [name, opts] of [["greedy", {temperature: 0}], ["sampled", {temperature: 0.8, seed: 1}]]) {
+    try { await m.generate(prompt, {...opts, max_new_tokens: 4}); out[name] = "no error"; }
+    catch (e) { out[name] = e.message; }
+  }
+  m.dispose();
+  return out;
+}"""
+
+
+def test_nan_logits_from_a_broken_model_are_an_error_in_the_page_as_natively(page, server, text_model, tmp_path):
+    """A model whose final norm gain is NaN (every logit NaN): loading it fails (the warm-up generates), and
+    without the warm-up greedy (the in-graph head, whose sum is not finite, re-runs the step for the logits)
+    and sampled decoding both fail with the sampler's message, the same in the page as natively, instead
+    of returning a token."""
+    import hashlib
+    import shutil
+
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    folder = tmp_path / "broken"
+    shutil.copytree(text_model, folder)
+    model = onnx.load(str(folder / "model.onnx"))
+    for i, t in enumerate(model.graph.initializer):
+        if t.name == "norm.gain":
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(np.full_like(numpy_helper.to_array(t), np.nan), t.name))
+    onnx.save(model, str(folder / "model.onnx"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    data = (folder / "model.onnx").read_bytes()
+    manifest["variants"]["fp32"].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    page.goto(server + "index.html?autoload=0")
+    page.evaluate("""() => { const input = Object.assign(document.createElement('input'), {type: 'file', id: 'test-input'});
+                             input.webkitdirectory = true; document.body.appendChild(input); }""")
+    page.set_input_files("#test-input", str(folder))
+    got = page.evaluate(NAN_RUN, "Once upon a time")
+    for name, opts in [("greedy", {"temperature": 0}), ("sampled", {"temperature": 0.8, "seed": 1})]:
+        try:
+            native_generate(str(folder), "fp32", "Once upon a time", {**opts, "max_new_tokens": 4})
+            native = "no error"
+        except ValueError as e:
+            native = str(e)
+        assert "invalid logit (nan)" in native and got[name] == native, (name, got[name], native)
+    assert "invalid logit (nan)" in got["load"] and "re-export it" in got["load"]
