@@ -42,3 +42,20 @@ def test_a_site_file_with_one_flipped_byte_is_refused_by_name(page, site_dir, tm
         page.goto(url + "index.html?autoload=0")
         message = page.evaluate(LOAD)
     assert message.startswith("could not fetch py/pocketlm.zip") and "integrity" in message, message
+
+
+def test_a_model_file_with_one_flipped_byte_is_refused_by_name(page, site_dir, tmp_path):
+    site = str(tmp_path / "site")
+    shutil.copytree(site_dir, site)
+    manifest = json.load(open(os.path.join(site, "models", "sql-autocomplete", "manifest.json")))
+    file = manifest["variants"][manifest["default_variant"]]["file"]
+    path = os.path.join(site, "models", "sql-autocomplete", file)
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0x80]))
+    with serving(site) as url:
+        page.goto(url + "index.html?autoload=0")
+        message = page.evaluate(LOAD)
+    assert f"file '{file}' has sha256" in message and "the manifest says" in message, message
