@@ -38,7 +38,7 @@ class BenchHandler(SiteHandler):
         super().__init__(*args, directory=mounts["/"], **kwargs)
 
     def csp_applies(self) -> bool:  # the transformers.js page and its files are not ours: no policy there
-        return not self.path.startswith(("/bench/", "/tjs/", "/tjs-ort/", "/hf/"))
+        return not self.path.startswith(("/bench/", "/tjs/", "/tjs-ort/", "/hf/")) and super().csp_applies()
 
     def translate_path(self, path):
         for prefix, folder in self.mounts.items():

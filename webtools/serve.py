@@ -39,8 +39,8 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         super().end_headers()
 
-    def csp_applies(self) -> bool:
-        return True
+    def csp_applies(self) -> bool:  # a pocketlm site (make site wrote site-config.js), not any folder served
+        return os.path.isfile(os.path.join(self.directory, "site-config.js"))
 
     def log_message(self, format, *args):  # quiet: one line per error only
         if len(args) > 1 and str(args[1]).startswith(("4", "5")):

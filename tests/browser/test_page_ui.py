@@ -157,6 +157,15 @@ def test_a_runtime_that_fails_to_start_times_out_with_a_message(page, server):
     page.context.route("**/vendor/pyodide/pyodide.asm.wasm",
                        lambda route: route.fulfill(status=200, body=b"\0asm not really wasm",
                                                    headers={"Content-Type": "application/wasm"}))
+
+    def without_its_integrity(route):  # else the page refuses the file at once (test_integrity.py)
+        text = route.fetch().text()
+        config = json.loads(text[text.index("{"): text.rindex("}") + 1])
+        del config["integrity"]["vendor/pyodide/pyodide.asm.wasm"]
+        route.fulfill(status=200, body="window.POCKETLM_SITE = " + json.dumps(config) + ";",
+                      headers={"Content-Type": "text/javascript"})
+
+    page.context.route("**/site-config.js*", without_its_integrity)
     t0 = time.monotonic()
     page.goto(server + "index.html?timeout_ms=4000")
     page.wait_for_selector("#error:not([hidden])", timeout=30_000)

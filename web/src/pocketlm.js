@@ -131,6 +131,7 @@
 
   // Runtime bytes are fetched once per page and copied to each new worker.
   let runtimeBytes = null;
+  const skipped = {};  // optional runtime asset -> why it was not fetched
   function fetchRuntime(progress) {
     const sizes = SITE.assets;
     for (const [phase, paths] of Object.entries(RUNTIME)) progress.expect(phase, paths.reduce((s, p) => s + sizes[p], 0));
@@ -146,6 +147,7 @@
             if (!OPTIONAL.has(path)) throw err;
             console.warn(`pocketlm: ${err.message}; starting Python without the snapshot`);
             files[path] = null;
+            skipped[path] = err.message;  // the worker reports it (stats.python_note)
             progress.add(phase, Math.max(0, sizes[path] - got));
           }
         }));
@@ -360,7 +362,8 @@
       const lock = new TextDecoder().decode(runtime["vendor/pyodide/pyodide-lock.json"]);
       const indexURL = new URL("vendor/pyodide/", location.href).href;
       const t1 = performance.now();
-      const rt = await withTimeout(model.send("init", { files, lock, indexURL, threads }, Object.values(files)),
+      const snapshotNote = skipped[SNAPSHOT] && `the snapshot could not be fetched (${skipped[SNAPSHOT]})`;
+      const rt = await withTimeout(model.send("init", { files, lock, indexURL, threads, snapshotNote }, Object.values(files)),
         timeoutMs, "Starting the Python and ONNX runtimes");
       const [tokBytes, onnxBytes] = await modelFiles;
       const digests = {

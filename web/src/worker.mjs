@@ -66,12 +66,12 @@ async function startPyodide(loadPyodide, asm, files, lock, indexURL, snapshot) {
 
 // Resolves to {python_boot: "snapshot" | "plain", python_ms, python_note?}. From the snapshot made by
 // make site (webtools/pyodide_snapshot.py) when the page sent one, else (or if it fails) the plain way.
-async function bootPython(files, lock, indexURL) {
+async function bootPython(files, lock, indexURL, snapshotNote) {
   const t0 = performance.now();
   postMessage({ type: "progress", phase: "python", message: "starting Python" });
   const { loadPyodide } = await importBytes(files.pyodide);
   const asm = await importBytes(files.pyodideAsm);
-  let note = "the page sent no snapshot";
+  let note = snapshotNote || "the page sent no snapshot";
   if (files.snapshot) {
     try {
       pyodide = await startPyodide(loadPyodide, asm, files, lock, indexURL, await snapshotBytes(files.snapshot));
@@ -105,7 +105,7 @@ async function bootOnnx(files, threads) {
 
 async function init(msg) {
   const t0 = performance.now();
-  const [python] = await Promise.all([bootPython(msg.files, msg.lock, msg.indexURL), bootOnnx(msg.files, msg.threads)]);
+  const [python] = await Promise.all([bootPython(msg.files, msg.lock, msg.indexURL, msg.snapshotNote), bootOnnx(msg.files, msg.threads)]);
   return { ms: performance.now() - t0, threads: msg.threads, ...python };
 }
 
