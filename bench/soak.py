@@ -10,8 +10,10 @@ Over http (webtools.serve), both shipped models loaded as the page loads them (w
 - one over-long SQL prefix (20 000 characters): the context policy truncates it (stats.truncated_tokens).
 Memory is read after the warm-up (the first tenth of the work), in the middle and at the end: the page's
 JS heap (performance.memory, with --enable-precise-memory-info), each worker's Pyodide wasm heap
-(stats.pyodide_heap_bytes) and the renderer processes' resident memory (VmRSS from /proc: the page, both
-workers, their wasm memories — onnxruntime's included). Growth from warm-up to end must stay under 10%.
+(stats.pyodide_heap_bytes), the renderer processes' resident memory (VmRSS from /proc: the page, both
+workers, their wasm memories — onnxruntime's included) and Chromium's per-realm accounting after a GC
+(performance.measureUserAgentSpecificMemory: JS heap + wasm memory of each worker). Growth from warm-up
+to end must stay under 10%.
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ PHASE_JS = """async ({n, m, queries, schema, requests}) => {
           js_heap: performance.memory.usedJSHeapSize, pyodide_heap_sql: s.heaps.sql ?? null,
           pyodide_heap_rem: s.heaps.rem ?? null};
 }"""
+# Chromium's own accounting after a garbage collection (the page is cross-origin isolated over http): JS heaps
+# and wasm memories per realm, so a worker that keeps growing is named (the largest realms, bytes).
+MEMORY_JS = """async () => { const r = await performance.measureUserAgentSpecificMemory();
+  return r.breakdown.filter((b) => b.bytes > 1e6).map((b) => [b.bytes,
+    b.attribution.map((a) => a.scope).join(",") || "shared"]).sort((x, y) => y[0] - x[0]).slice(0, 4); }"""
 LONG_JS = """async ({schema, prefix}) => {
   const out = await window.soak.sql.generate(prefix, {schema, max_new_tokens: 8});
   return {stop_reason: out.stop_reason, truncated_tokens: out.stats.truncated_tokens, tokens: out.token_ids.length};
@@ -106,19 +113,23 @@ def run(site: str, n_requests: int, n_extractions: int) -> dict:
                       ("end", n_requests - n_requests // 2, n_extractions - n_extractions // 2)]
             for label, n, m in phases:
                 r = page.evaluate(PHASE_JS, {"n": n, "m": m, "queries": QUERIES, "schema": SCHEMA, "requests": REQUESTS})
-                r.update(label=label, renderer_rss=renderer_rss(br.renderers()), seconds=time.perf_counter() - t0)
+                r.update(label=label, renderer_rss=renderer_rss(br.renderers()), seconds=time.perf_counter() - t0,
+                         realms=page.evaluate(MEMORY_JS))
                 samples.append(r)
                 print(f"soak: {label}: {r['requests']} sql requests ({r['cancelled']} cancelled), {r['extractions']} "
                       f"extractions, {r['tokens']} tokens; JS heap {r['js_heap'] / 1e6:.1f} MB, renderer RSS "
-                      f"{r['renderer_rss'] / 1e6:.0f} MB", file=sys.stderr)
+                      f"{r['renderer_rss'] / 1e6:.0f} MB; largest realms (MB) "
+                      + ", ".join(f"{scope} {b / 1e6:.0f}" for b, scope in r["realms"]), file=sys.stderr)
             long = page.evaluate(LONG_JS, {"schema": SCHEMA, "prefix": "SELECT " + "name, " * 3300 + "age FROM"})
             br.close()
     finally:
         server.shutdown()
         server.server_close()
     first, last = samples[0], samples[-1]
-    growth = {k: (last[k] - first[k]) / first[k] for k in ("js_heap", "pyodide_heap_sql", "pyodide_heap_rem", "renderer_rss")
-              if first.get(k) and last.get(k)}
+    for sample in samples:  # the largest realm: in practice the sql-autocomplete worker (most requests)
+        sample["largest_realm"] = sample["realms"][0][0] if sample["realms"] else None
+    growth = {k: (last[k] - first[k]) / first[k] for k in ("js_heap", "pyodide_heap_sql", "pyodide_heap_rem", "renderer_rss",
+                                                           "largest_realm") if first.get(k) and last.get(k)}
     return {"samples": samples, "growth_after_warm_up": growth, "limit": GROWTH_LIMIT,
             "within_limit": all(g < GROWTH_LIMIT for g in growth.values()), "over_long_prompt": long,
             "page_errors": errors[:5]}
