@@ -4,7 +4,6 @@ policy (not merely failing for want of a network) and reported in pocketlm.secur
 
 from __future__ import annotations
 
-import pytest
 
 RELEASE_NAME = "sql-autocomplete"  # built into the test site (conftest.site_dir)
 from webtools.csp import CONTENT_SECURITY_POLICY
