@@ -4,9 +4,9 @@ policy (not merely failing for want of a network) and reported in pocketlm.secur
 
 from __future__ import annotations
 
+from webtools.csp import CONTENT_SECURITY_POLICY
 
 RELEASE_NAME = "sql-autocomplete"  # built into the test site (conftest.site_dir)
-from webtools.csp import CONTENT_SECURITY_POLICY
 
 INJECT = """async () => {
   const ran = await new Promise((resolve) => {
