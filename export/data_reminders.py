@@ -110,7 +110,8 @@ def span_donors(rows: list[dict]) -> dict[str, list[str]]:
 def make_groups(tokenizer, rows: list[dict], *, bos_id: int, eos_id: int, max_seq_len: int, group_tokens: int,
                 rng: random.Random, rename: float = 0.0, rename_share: float = 0.5,
                 pool: list[str] | None = None, swap: float = 0.0,
-                donors: dict[str, list[str]] | None = None, prompt_loss: bool = False) -> list[Group]:
+                donors: dict[str, list[str]] | None = None, prompt_loss: bool = False,
+                keys=reminders.KEYS) -> list[Group]:
     """Pack examples (shuffled) behind one `<bos>` into groups of <= group_tokens tokens; with
     probability `rename` an example's reminder words are partly renamed (rename_words), with
     probability `swap` its reminder/time are swapped for other rows' (swap_spans). With `prompt_loss`
@@ -126,7 +127,7 @@ def make_groups(tokenizer, rows: list[dict], *, bos_id: int, eos_id: int, max_se
             row = rename_words(row, pool, rng, rename_share)
         if swap and donors and rng.random() < swap:
             row = swap_spans(row, donors, rng)
-        ids, start = reminders.training_ids(tokenizer, row, bos_id=bos_id, eos_id=eos_id)
+        ids, start = reminders.training_ids(tokenizer, row, bos_id=bos_id, eos_id=eos_id, keys=keys)
         seg = ids[1:max_seq_len]  # without <bos>, which the group provides once
         if group is None or len(group.ids) + len(seg) > group_tokens:
             group = Group([bos_id], [0], [0], [-100])
@@ -144,10 +145,12 @@ def make_groups(tokenizer, rows: list[dict], *, bos_id: int, eos_id: int, max_se
 class ReminderTrainingData:
     """reminder-extract's training data for export.train.train."""
 
-    def __init__(self, tokenizer, train_rows, val_rows, *, bos_id: int, eos_id: int, max_seq_len: int, cfg):
+    def __init__(self, tokenizer, train_rows, val_rows, *, bos_id: int, eos_id: int, max_seq_len: int, cfg,
+                 keys=reminders.KEYS):
         self.tokenizer, self.train_rows, self.val_rows, self.cfg = tokenizer, train_rows, val_rows, cfg
-        self.args = dict(bos_id=bos_id, eos_id=eos_id, max_seq_len=max_seq_len, group_tokens=cfg.group_tokens)
-        self.key = [(r["text"], reminders.target_text(r)) for r in train_rows]
+        self.args = dict(bos_id=bos_id, eos_id=eos_id, max_seq_len=max_seq_len, group_tokens=cfg.group_tokens,
+                         keys=tuple(keys))
+        self.key = [(r["text"], reminders.target_text(r, keys)) for r in train_rows]
         self.pool = word_pool(train_rows)
         self.donors = span_donors(train_rows)
 

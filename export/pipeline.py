@@ -72,7 +72,8 @@ def write_split(recipe: Recipe, data_dir: str, run_root: str):
 def _texts(recipe: Recipe, rows: list[dict]) -> list[str]:
     """The texts the tokenizer is trained on (and checked against the tokenizers library with)."""
     if recipe.task == "reminders":
-        return [r["text"] for r in rows] + [" " + reminders.target_text(r) for r in rows]
+        keys = recipe.prompt.get("keys", reminders.KEYS)
+        return [r["text"] for r in rows] + [" " + reminders.target_text(r, keys) for r in rows]
     return [r["schema"] for r in rows] + [r["sql"] for r in rows]
 
 
@@ -80,7 +81,7 @@ def _training_data(recipe: Recipe, tokenizer, train_rows, val_rows):
     args = dict(bos_id=SPECIALS["bos_id"], eos_id=SPECIALS["eos_id"], max_seq_len=recipe.arch.max_seq_len,
                 cfg=recipe.train)
     if recipe.task == "reminders":
-        return ReminderTrainingData(tokenizer, train_rows, val_rows, **args)
+        return ReminderTrainingData(tokenizer, train_rows, val_rows, keys=recipe.prompt.get("keys", reminders.KEYS), **args)
     return SqlTrainingData(tokenizer, group_by_database(train_rows), group_by_database(val_rows), **args)
 
 

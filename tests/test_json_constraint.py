@@ -484,3 +484,66 @@ def test_whole_words_turn_a_half_word_into_the_whole_word(index):
     closing = [t for t in constraint.allowed() if b'"' in index.token_bytes(t)]
     assert closing == []  # " do" is not a word of the source: the string cannot close here
     assert any(index.token_bytes(t).startswith(b"ctor") or index.token_bytes(t) == b"c" for t in constraint.allowed())
+
+
+# ---- disjoint: copied values take different places in the source (slot values never overlap) ----
+
+def occurrences(value: str, source: str) -> list[tuple[int, int]]:
+    out, start = [], source.find(value)
+    while start >= 0:
+        out.append((start, start + len(value)))
+        start = source.find(value, start + 1)
+    return out
+
+
+def feed(constraint, index, target: bytes) -> None:
+    """Advance through `target`, longest allowed token first."""
+    while target:
+        token = max((t for t in constraint.allowed() if t != EOS and target.startswith(index.token_bytes(t))),
+                    key=lambda t: len(index.token_bytes(t)))
+        constraint.advance(token)
+        target = target[len(index.token_bytes(token)):]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_disjoint_copies_never_overlap(seed, index, json_index):
+    """Random generations (closing early 1 time in 4): every pair of copied values fits side by side."""
+    idx = json_index if seed % 2 else index
+    source = WORD_SOURCES[seed % 3]  # words that occur once each: a value has one place
+    constraint, compiled, budget = make(idx, REMINDER, extra=seed % 5 * 8, copy_source=source, whole_words=True,
+                                        disjoint=True)
+    obj = check(run(constraint, random_pick(random.Random(seed), idx)), idx, REMINDER, compiled, budget)
+    assert_copied(obj, source, compiled)
+    values = [v for v in obj.values() if v is not None]
+    for i, a in enumerate(values):
+        for b in values[i + 1:]:
+            assert any(x[1] <= y[0] or y[1] <= x[0] for x in occurrences(a, source) for y in occurrences(b, source)), \
+                (a, b, source)
+
+
+def test_disjoint_rules_out_what_an_earlier_value_took(index):
+    source = "remind me at 7pm to walk the dog"
+    constraint, _, _ = make(index, REMINDER, copy_source=source, whole_words=True, disjoint=True, prefix=b"")
+    feed(constraint, index, b'{"reminder": "walk the dog", "time": "')
+    starts = {index.token_bytes(t)[:1] for t in constraint.allowed() if index.token_bytes(t)[:1] != b'"'}
+    assert starts == {b"r", b"m", b"a", b"7", b"t"}  # remind, me, at, 7pm, to: not walk/the/dog
+    assert not [t for t in constraint.allowed() if index.token_bytes(t).startswith((b"th", b"w", b"d"))]
+    # without disjoint the same prefix may copy "walk" or "the dog" again
+    free, _, _ = make(index, REMINDER, copy_source=source, whole_words=True, prefix=b"")
+    feed(free, index, b'{"reminder": "walk the dog", "time": "')
+    assert {b"w", b"d"} <= {index.token_bytes(t)[:1] for t in free.allowed()}
+
+
+def test_disjoint_allows_the_other_occurrence_of_a_repeated_word(index):
+    source = "dog food for the dog"
+    constraint, _, _ = make(index, REMINDER, copy_source=source, whole_words=True, disjoint=True, prefix=b"")
+    # the reminder "dog" may be the first one, so the time may take the last
+    feed(constraint, index, b'{"reminder": "dog", "time": "the dog", "recurrence": ')
+    later, _, _ = make(index, REMINDER, copy_source=source, whole_words=True, disjoint=True, prefix=b"")
+    feed(later, index, b'{"reminder": "food for the dog", "time": "')
+    starts = {index.token_bytes(t)[:1] for t in later.allowed() if index.token_bytes(t)[:1] != b'"'}
+    assert starts == {b"d"}  # only the first "dog" is left
+    nothing_left, _, _ = make(index, REMINDER, copy_source=source, whole_words=True, disjoint=True, prefix=b"")
+    feed(nothing_left, index, b'{"reminder": "dog food for the dog", "time": ')
+    # every start is taken: the time cannot open a string, only be null
+    assert {index.token_bytes(t)[:1] for t in nothing_left.allowed()} == {b"n"}

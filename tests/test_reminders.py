@@ -173,3 +173,32 @@ def test_the_extractor_reuses_one_kv_cache_across_requests():
     texts = ["remind me at 7pm to walk the dog", "remind me tomorrow to call mom", "remind me at 7pm to walk the dog"]
     outs = [asyncio.run(extractor.extract(t)).text for t in texts]
     assert len(made) == 1 and outs[0] == outs[2]  # reset per call: the same request, the same output
+
+
+def test_the_model_writes_its_own_key_order_and_the_result_is_in_schema_order():
+    """A model trained to write "time" first (manifest prompt["keys"]) is constrained in that order; the
+    result is the object in the schema's order. Values take disjoint places of the request."""
+    import asyncio
+    import dataclasses
+    import os
+
+    from pocketlm.extractor import ReminderExtractor
+    from pocketlm.manifest import load_manifest
+    from pocketlm.native import NativeModel
+    from pocketlm.tokenizer import Tokenizer
+
+    folder = os.path.join(ROOT, "web", "models", "reminder-extract")
+    manifest = load_manifest(folder)
+    order = ["time", "recurrence", "reminder"]
+    manifest = dataclasses.replace(manifest, prompt={**manifest.prompt, "keys": order})
+    tokenizer = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+    extractor = ReminderExtractor(manifest, tokenizer, NativeModel(folder, variant="fp32"))
+    for text in ["remind me at 7pm to walk the dog", "set a daily reminder to water the plants at 8am"]:
+        result = asyncio.run(extractor.extract(text))
+        written = tokenizer.decode(result.token_ids[:-1])
+        assert list(json.loads(written)) == order  # as generated
+        assert list(json.loads(result.text)) == list(reminders.KEYS)  # as returned
+        assert json.loads(result.text) == json.loads(written)
+        values = [v for v in json.loads(result.text).values() if v]
+        places = [(text.index(v), text.index(v) + len(v)) for v in values]  # each occurs once in these texts
+        assert all(a[1] <= b[0] or b[1] <= a[0] for i, a in enumerate(places) for b in places[i + 1:]), values

@@ -6,6 +6,8 @@ parse_output); this module masks, token by token, everything that would leave th
 Copy constraint: with `copy_source`, each copied string value, JSON-decoded, must be a non-empty
 substring of the source (as UTF-8 bytes); null says "nothing to copy". A copied string that cannot
 be null may be "" only when nothing can be copied or the token budget leaves no room for a character.
+With `disjoint`, copied values also take disjoint places in the source, as slot annotations do (no
+two values of one request overlap): a value may not overlap every occurrence of an earlier one.
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ class JsonConstraint:
 
     def __init__(self, index: TokenBytesIndex, schema: ObjectSchema, *, eos_id: int, max_tokens: int,
                  copy_source: str | None = None, copy_properties: set[str] | None = None, prefix: bytes = b"",
-                 whole_words: bool = False):
+                 whole_words: bool = False, disjoint: bool = False):
         if not isinstance(schema, ObjectSchema):
             raise TypeError(f"schema must come from compile_schema(...), got {type(schema).__name__}")
         if index.token_bytes(eos_id) != b"":
@@ -135,6 +137,8 @@ class JsonConstraint:
         units = [spelled[ch] for ch in copy_source or ""]
         self._source = b"".join(units)
         self._starts = list(itertools.accumulate(map(len, units), initial=0))[:-1]
+        self._disjoint = disjoint
+        self._taken: list[list[tuple[int, int]]] = []  # disjoint: each closed copied value's [start, end) places
         self._init_copy_bounds(copy_source or "", units, whole_words)
         self._build(schema, copied, bytes(prefix))
         self.min_tokens = need = self._est[self._start]  # the shortest output, one token per byte, plus eos
@@ -165,12 +169,36 @@ class JsonConstraint:
         for p in range(len(self._source), -1, -1):
             self._to_end[p] = 0 if p in self._value_ends else (1 + self._to_end[p + 1] if p < len(self._source) else math.inf)
         # the cheapest non-empty value: budget cost in bytes (an escape counts 6, as PENDING does)
-        self._min_unit = min((max(self._to_end[s + 1] + 1, 6 if self._source[s] == 0x5C else 0)
-                              for s in self._value_starts), default=math.inf)
+        self._min_unit = min((self._start_cost(s) for s in self._value_starts), default=math.inf)
+
+    def _start_cost(self, start: int) -> float:
+        """Budget cost in bytes of the shortest value from `start` (an escape counts 6, as PENDING does)."""
+        return max(self._reach(start, start + 1) + 1, 6 if self._source[start] == 0x5C else 0)
+
+    def _reach(self, start: int, p: int) -> float:
+        """Bytes from offset p to the nearest place a value that starts at `start` may end (inf if none):
+        with disjoint values, before the place of an earlier value (overlap only grows with the end)."""
+        d = self._to_end[p]
+        return d if d == math.inf or not self._taken or self._free(start, p + d) else math.inf
+
+    def _free(self, start: int, end: int) -> bool:
+        """disjoint: [start, end) of the source misses some place of every value copied before."""
+        return all(any(b <= start or a >= end for a, b in places) for places in self._taken)
+
+    def _copy_places(self, body: bytes) -> list[tuple[int, int]]:
+        """(start, end) of each occurrence of body that starts where a value may start (and is free)."""
+        n = len(body)
+        return [(i, i + n) for i in self._value_starts if self._source.startswith(body, i) and self._free(i, i + n)]
 
     def _copy_positions(self, body: bytes) -> list[int]:
-        """Offsets just after each occurrence of body that starts where a value may start."""
-        return [i + len(body) for i in self._value_starts if self._source.startswith(body, i)]
+        """Offsets just after each occurrence of body that starts where a value may start (and is free)."""
+        return [end for _, end in self._copy_places(body)]
+
+    def _unit(self, s: _Str) -> float:
+        """s.min_unit, or with disjoint values (once one is copied) the cheapest over the starts still free."""
+        if not self._taken or s.min_unit == math.inf:
+            return s.min_unit
+        return min((self._start_cost(i) for i in self._value_starts if self._free(i, i + 1)), default=math.inf)
 
     _tables: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # index -> its _VocabTables
 
@@ -241,9 +269,9 @@ class JsonConstraint:
         if s is None:
             return self._est[node]
         if q == BND and chars == 0 and s.copied and s.nullable:
-            return s.min_unit + 1 + self._est[s.after]  # "" is not allowed: copy a character first
+            return self._unit(s) + 1 + self._est[s.after]  # "" is not allowed: copy a character first
         if s.copied and chars:  # go on to the nearest place where the value may end
-            to_end = min((self._to_end[p] for p in self._copy_positions(state[3])), default=math.inf)
+            to_end = min((self._reach(a, p) for a, p in self._copy_places(state[3])), default=math.inf)
             return max(PENDING[q], to_end) + 1 + self._est[s.after]
         return PENDING[q] + 1 + self._est[s.after]
 
@@ -257,7 +285,7 @@ class JsonConstraint:
         nq = STEP[q][b]
         if nq == EXIT:
             # An empty copied string: never if null can say it; else only when no character fits.
-            empty_ok = not s.copied or (not s.nullable and self.tokens_left < s.min_unit + 1 + self._est[s.after])
+            empty_ok = not s.copied or (not s.nullable and self.tokens_left < self._unit(s) + 1 + self._est[s.after])
             if chars and s.copied and not any(p in self._value_ends for p in self._copy_positions(body)):
                 return None  # the value would end inside a word (whole_words) or nowhere it may
             return (s.after, BND, 0, b"") if chars or empty_ok else None
@@ -266,7 +294,7 @@ class JsonConstraint:
         if s.copied:  # the body must occur in the source, starting where a value may start
             body += bytes((b,))
             i = self._source.find(body)
-            while i >= 0 and i not in self._value_starts_set:
+            while i >= 0 and (i not in self._value_starts_set or not self._free(i, i + len(body))):
                 i = self._source.find(body, i + 1)
             if i < 0:
                 return None
@@ -317,15 +345,15 @@ class JsonConstraint:
             out = list(ids)
         else:  # tokens that spell the source's next bytes where the body so far occurs in it
             found, inside = set(), vocab.inside[q]
-            for pos in set(self._copy_positions(body)):
+            for start, pos in set(self._copy_places(body)):
                 trie = 0
                 for k, b in enumerate(self._source[pos:pos + vocab.max_len], 1):
                     trie = vocab.children[trie].get(b)
-                    if trie is None:
+                    if trie is None or (self._taken and not self._free(start, pos + k)):
                         break
                     for t in vocab.ids_at[trie]:
                         hit = inside.get(t)
-                        if hit and hit[1] <= room and left >= max(PENDING[hit[0]], self._to_end[pos + k]) + rest:
+                        if hit and hit[1] <= room and left >= max(PENDING[hit[0]], self._reach(start, pos + k)) + rest:
                             found.add(t)
             out = list(found)
         for t in vocab.exits[q]:  # tokens that close the string: walk them through the grammar
@@ -371,8 +399,23 @@ class JsonConstraint:
             self.tokens_left -= 1
             return
         new = None if data is None else self._walk(state, data)
+        closed = self._closed_places(state, data) if new is not None and self._disjoint else None
+        if closed is not None:
+            self._taken.append(closed)
         if new is None or self.tokens_left - 1 < self._est_state(new):
+            if closed is not None:
+                self._taken.pop()
             raise ValueError(f"token {token_id} ({'eos' if token_id == self.eos_id else data!r}) is not allowed "
                              f"here: it breaks the JSON output or its budget ({self.tokens_left} tokens left)")
         self._state = new
         self.tokens_left -= 1
+
+    def _closed_places(self, state, data: bytes) -> list[tuple[int, int]] | None:
+        """If `data` closes a copied value: the [start, end) places in the source it may have been copied from."""
+        for b in data:
+            s = self._str[state[0]]
+            if s is not None and s.copied and STEP[state[1]][b] == EXIT:
+                body = state[3]
+                return [(end - len(body), end) for end in self._copy_positions(body)] if body else None
+            state = self._step(state, b)
+        return None

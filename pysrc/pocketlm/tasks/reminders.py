@@ -1,7 +1,8 @@
 """reminder-extract: an everyday request -> a JSON object with the reminder, its time, its recurrence.
 
 Prompt format "reminders-v1": `<bos> text SEPARATOR` and the model continues with the canonical
-JSON object (keys in KEYS order, as `json.dumps` prints them) and `<eos>`. Every value is copied
+JSON object (keys in the manifest's prompt["keys"] order, KEYS by default, as `json.dumps` prints
+them) and `<eos>`. Every value is copied
 from the text or null; decoding is constrained by SCHEMA (pocketlm.json_constraint) so the output
 always parses.
 
@@ -33,9 +34,13 @@ MAX_INPUT_TOKENS = 160
 MAX_OUTPUT_TOKENS = 128  # the constraint reserves one token per byte of the shortest ending
 
 
-def target_text(row: dict) -> str:
-    """The canonical JSON the model is trained to write for a data row (missing keys are null)."""
-    return json.dumps({key: row.get(key) for key in KEYS}, ensure_ascii=False)
+def target_text(row: dict, keys: tuple[str, ...] | list[str] = KEYS) -> str:
+    """The canonical JSON the model is trained to write for a data row (missing keys are null).
+
+    >>> target_text({"reminder": "walk the dog", "time": "at 7pm"}, keys=("time", "recurrence", "reminder"))
+    '{"time": "at 7pm", "recurrence": null, "reminder": "walk the dog"}'
+    """
+    return json.dumps({key: row.get(key) for key in keys}, ensure_ascii=False)
 
 
 def prompt_ids(tokenizer, text: str, *, bos_id: int, max_input_tokens: int = MAX_INPUT_TOKENS) -> tuple[list[int], int]:
@@ -45,10 +50,10 @@ def prompt_ids(tokenizer, text: str, *, bos_id: int, max_input_tokens: int = MAX
     return [bos_id] + ids[:max_input_tokens] + tokenizer.encode(SEPARATOR), dropped
 
 
-def training_ids(tokenizer, row: dict, *, bos_id: int, eos_id: int) -> tuple[list[int], int]:
+def training_ids(tokenizer, row: dict, *, bos_id: int, eos_id: int, keys=KEYS) -> tuple[list[int], int]:
     """(ids of one training example, index of its first target token): loss is on the JSON only."""
     head, _ = prompt_ids(tokenizer, row["text"], bos_id=bos_id)
-    return head + tokenizer.encode(" " + target_text(row)) + [eos_id], len(head)
+    return head + tokenizer.encode(" " + target_text(row, keys)) + [eos_id], len(head)
 
 
 # ---- scoring (the eval's definitions) ----
