@@ -18,23 +18,27 @@ NEW_TOKENS = 128
 PROMPT_TOKENS = 16
 PREFILL_LENGTHS = (16, 128)
 GEN = {"max_new_tokens": NEW_TOKENS, "temperature": 0.0, "stop": [], "ignore_eos": True}
+WARMUP = "idle"  # pocketlm.load's warmup option (bench --warmup): "idle" (the page's default) or "blocking"
 OWN_TASK_INPUT = {  # file:// loads: the shipped models with their own task (what the page does)
     "sql-autocomplete": ["SELECT name FROM ", {"schema": "singer(Singer_ID, Name, Country, Age)", "max_new_tokens": 16}],
     "reminder-extract": ["remind me at 7pm to walk the dog", {}],
 }
 
 
-OURS_JS = """async ({manifest, variant, threads, prompt, opts, runs, prefill, ownTask}) => {
+OURS_JS = """async ({manifest, variant, threads, prompt, opts, runs, prefill, ownTask, warmup}) => {
   let firstAt = null;
-  const m = await pocketlm.load(manifest, {variant, threads});
+  const m = await pocketlm.load(manifest, {variant, threads, warmup});
   const ready = performance.now();
   try {
     const o1 = ownTask ? {...ownTask[1]} : opts;
     const first = await m.generate(ownTask ? ownTask[0] : prompt,
                                    {...o1, onToken: () => { if (firstAt === null) firstAt = performance.now(); }});
+    const warm = await m.warmedUp;  // the idle-time warm-up, which the first generation interrupted, is over
+    const after = await m.generate(ownTask ? ownTask[0] : prompt, o1);
     const res = {ready_ms: ready, first_token_ms: firstAt ?? performance.now(), tokens: first.token_ids,
                  first_decode_ms: first.stats.decode_ms, first_new_tokens: first.token_ids.length - 1,
-                 load_stats: m.stats, threads: m.threads, isolated: self.crossOriginIsolated, runs: [], prefill: {},
+                 after_warm_decode_ms: after.stats.decode_ms, after_warm_new_tokens: after.token_ids.length - 1,
+                 warm_up: warm, load_stats: m.stats, threads: m.threads, isolated: self.crossOriginIsolated, runs: [], prefill: {},
                  pyodide_heap_bytes: first.stats.pyodide_heap_bytes};
     for (let i = 0; i < runs; i++) {
       const o = await m.generate(prompt, opts);
@@ -131,7 +135,7 @@ def ours_http(br: Browser, base: str, name: str, variant: str, threads: int, pro
     """The page: a cold load with the first (correctness) generation; the timed runs after a reload when
     `warm` (cold and warm load figures), else in the same cold page."""
     args = {"manifest": f"/bench-models/{name}/manifest.json", "variant": variant, "threads": threads,
-            "prompt": prompts[PROMPT_TOKENS]["text"], "opts": GEN, "ownTask": None}
+            "prompt": prompts[PROMPT_TOKENS]["text"], "opts": GEN, "ownTask": None, "warmup": WARMUP}
     timed = {**args, "runs": runs, "prefill": [[n, prompts[n]["text"]] for n in PREFILL_LENGTHS]}
     if warm:
         return br.measure(f"{base}/index.html?autoload=0", OURS_JS, {**args, "runs": 0, "prefill": []}, timed)
@@ -141,7 +145,7 @@ def ours_http(br: Browser, base: str, name: str, variant: str, threads: int, pro
 def ours_file(br: Browser, site: str, name: str) -> dict:
     url = "file://" + urllib.request.pathname2url(os.path.join(site, "index.html")) + "?autoload=0"
     args = {"manifest": name, "variant": "fp32", "threads": 1, "prompt": "", "opts": {}, "runs": 0, "prefill": [],
-            "ownTask": OWN_TASK_INPUT[name]}
+            "ownTask": OWN_TASK_INPUT[name], "warmup": WARMUP}
     return br.measure(url, OURS_JS, args, args, mode="file")
 
 

@@ -107,13 +107,22 @@ def _target_keystroke(res):
 
 
 def _target_first_gen(res):
-    """The first generation after load (cold page) against the median of the timed runs, one thread."""
-    rows = [r for r in _rows(res) if r.get("browser_first_gen_tokens_per_s") and r.get("browser_tokens_per_s")]
+    """The first generation after the load's warm-up (cold page) against the median of the timed runs, one
+    thread. With the idle-time warm-up (the page's default) the warm-up ends after ready: the figure is the
+    first generation once it is over; the one right after ready (which interrupts it) is shown beside."""
+    key = "browser_after_warmup_tokens_per_s" if res.get("options", {}).get("warmup", "blocking") == "idle" \
+        else "browser_first_gen_tokens_per_s"
+    rows = [r for r in _rows(res) if r.get(key) and r.get("browser_tokens_per_s")]
     if not rows:
         return "no data", None
-    worst = min(rows, key=lambda r: r["browser_first_gen_tokens_per_s"] / r["browser_tokens_per_s"])
-    ratio = worst["browser_first_gen_tokens_per_s"] / worst["browser_tokens_per_s"]
-    return f"worst first / steady {ratio:.2f} ({worst['model']} {worst['variant']})", ratio >= 0.9
+    worst = min(rows, key=lambda r: r[key] / r["browser_tokens_per_s"])
+    ratio = worst[key] / worst["browser_tokens_per_s"]
+    text = f"worst first / steady {ratio:.2f} ({worst['model']} {worst['variant']})"
+    if key == "browser_after_warmup_tokens_per_s":
+        now = min(r["browser_first_gen_tokens_per_s"] / r["browser_tokens_per_s"] for r in rows
+                  if r.get("browser_first_gen_tokens_per_s"))
+        text = f"after the idle-time warm-up: {text}; right after ready (interrupting it): worst {now:.2f}"
+    return text, ratio >= 0.9
 
 
 # Targets of issue 5. Each: (text, function(results) -> (value text, met: bool | None)); None = not measured.
@@ -199,7 +208,11 @@ def markdown(results: dict, history: list[dict]) -> str:
           "which we do not write.", "",
           "## Load: navigation → ready → first token (ms, one thread)", "",
           "Cold: a fresh browser context; warm: a reload in it (ours refetches: the server sends no-cache; transformers.js "
-          "reads its Cache Storage copy). Ours includes the warm-up at load (200 steps + one short generation).", "",
+          "reads its Cache Storage copy). " + (
+              "Ours: ready after one short task generation (a model that cannot generate fails its load); the warm-up "
+              "(up to 600 decode steps / 1 s, then one task generation) runs after ready in idle time and gives way "
+              "to requests, so the first generation starts at once." if results.get("options", {}).get("warmup") == "idle"
+              else "Ours includes the warm-up at load (up to 600 decode steps / 1 s, then one short generation)."), "",
           "| model | variant | page cold ready / first token | page warm ready / first token | transformers.js cold ready / first token | "
           "transformers.js warm ready / first token | bytes cold: page / transformers.js |", "|---|---|---|---|---|---|---|"]
     for r in _rows(results):
@@ -236,10 +249,12 @@ def markdown(results: dict, history: list[dict]) -> str:
                      f"{fmt(b['mean_tokens'], '{:.1f}')} | {ok(k['same_suggestions'])} |")
     firsts = [r for r in _rows(results) if r.get("browser_first_gen_tokens_per_s")]
     if firsts:
-        L += ["", "First generation after load (the cold page's correctness run, 128 tokens) against the steady state "
+        L += ["", "First generation after load (the cold page's correctness run, 128 tokens, started right after ready) "
+              "and, when the warm-up runs in idle time, the first generation after that warm-up, against the steady state "
               "(median of the timed runs): " + "; ".join(
-                  f"{r['model']} {r['variant']} {r['browser_first_gen_tokens_per_s']:.0f} vs {fmt(r['browser_tokens_per_s'])} tok/s"
-                  for r in firsts) + "."]
+                  f"{r['model']} {r['variant']} {r['browser_first_gen_tokens_per_s']:.0f}"
+                  + (f" / {r['browser_after_warmup_tokens_per_s']:.0f}" if r.get("browser_after_warmup_tokens_per_s") else "")
+                  + f" vs {fmt(r['browser_tokens_per_s'])} tok/s" for r in firsts) + "."]
     L += ["", "## Prefill (ms, median)", "",
           "Page and native: pocketlm's stats.prefill_ms (the prompt's forward pass). transformers.js: generate() call → "
           "first token with max_new_tokens 1 (prefill + one sampling step).", "",

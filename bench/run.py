@@ -43,6 +43,7 @@ import sys
 import time
 
 from bench import keystrokes as keys
+from bench import pages
 from bench.pages import (CHROMIUM, GEN, NEW_TOKENS, PREFILL_LENGTHS, PROMPT_TOKENS, Browser, ours_file, ours_http,
                          tjs_http)
 
@@ -255,6 +256,10 @@ def summarize(name: str, model: dict, variant: str, threads: int, native: dict |
         # the first generation after load (cold page) against the steady state (the timed runs)
         "browser_first_gen_tokens_per_s": tok_s([{"tokens": oc.get("first_new_tokens"), "decode_ms": oc.get("first_decode_ms")}])
         if oc.get("first_new_tokens") else None,
+        # ... and the first after the warm-up (which runs in idle time after ready and gives way to requests)
+        "browser_after_warmup_tokens_per_s": tok_s([{"tokens": oc.get("after_warm_new_tokens"),
+                                                     "decode_ms": oc.get("after_warm_decode_ms")}])
+        if oc.get("after_warm_new_tokens") else None,
         "browser_cold_ready_ms": oc.get("ready_ms"), "browser_warm_ready_ms": ow_.get("ready_ms"),
         "browser_warm_first_token_ms": ow_.get("first_token_ms"),
         "tjs_cold_ready_ms": tc.get("ready_ms"), "tjs_warm_ready_ms": tw_.get("ready_ms"),
@@ -435,6 +440,7 @@ def run(args) -> dict:
                 "tjs_cold_first_token_ms", "threads", "protocol", "browser_native_ratio", "ours_tjs_ratio", "correct")}
     return {"format": 1, "started_utc": args.started, "commit": git_commit(), "quick": args.quick, "note": args.note,
             "options": {"models": args.models, "variants": args.variants, "threads": args.threads, "runs": args.runs,
+                        "warmup": args.warmup,
                         "new_tokens": NEW_TOKENS, "prompt_tokens": PROMPT_TOKENS, "prefill_lengths": list(PREFILL_LENGTHS)},
             "machine": info, "models": {n: {"params": m["params"], "vocab_size": m["manifest"].architecture.vocab_size,
                                              "random_weights": not m["shipped"], "dim": m["manifest"].architecture.dim,
@@ -457,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="timed generations per figure (median; default 3)")
     parser.add_argument("--no-tjs", action="store_true", help="skip transformers.js")
     parser.add_argument("--no-file", action="store_true", help="skip the file:// loads")
+    parser.add_argument("--warmup", choices=("idle", "blocking"), default="idle",
+                        help="the page's warm-up: in idle time after ready (default, as the page) or before ready")
     parser.add_argument("--out", default=BENCH, help="where results.json, history/, REPORT.md and plots go (default bench/)")
     args = parser.parse_args(argv)
     args.models = (args.models or ("llama-3m,sql-autocomplete" if args.quick else ",".join(ALL_MODELS))).split(",")
@@ -464,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     args.threads = [int(t) for t in (args.threads or ("1" if args.quick else "1,2")).split(",")]
     args.no_file = args.no_file or args.quick
     args.runs = max(3, args.runs)
+    pages.WARMUP = args.warmup
     args.started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H-%M-%SZ")
     try:
         from playwright.sync_api import Error as PlaywrightError  # noqa: F401

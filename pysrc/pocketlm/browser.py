@@ -132,20 +132,31 @@ class PageModel:
         self.backend = JsBackend(engine)
         self.session = ModelSession(self.manifest, self.tokenizer, self.backend)
 
-    def start_warm_up(self, max_steps: int = 600, budget_ms: float = 1000.0) -> Stepper:
-        """Decode steps through the whole stack, then one generation of the task; result: JSON {steps, ms}."""
-        return Stepper(self._warm_up(max_steps, budget_ms))
+    def start_check(self) -> Stepper:
+        """One short generation of the task before the model is called ready: a model that cannot generate
+        (NaN logits, a graph that fails at run time) fails its load instead of its first request."""
+        return Stepper(self._check())
 
-    async def _warm_up(self, max_steps: int, budget_ms: float) -> str:
+    async def _check(self) -> str:
+        await self.session.warm_up()
+        return "{}"
+
+    def start_warm_up(self, max_steps: int = 600, budget_ms: float = 1000.0, cancelled: Any = None) -> Stepper:
+        """Decode steps through the whole stack, then one generation of the task; they stop early when
+        `cancelled()` (the worker runs this while idle and gives way to requests). Result: JSON
+        {steps, ms, done} — done: the steps and the task generation all ran (not cancelled)."""
+        return Stepper(self._warm_up(max_steps, budget_ms, (lambda: bool(cancelled())) if cancelled else lambda: False))
+
+    async def _warm_up(self, max_steps: int, budget_ms: float, cancelled) -> str:
         """Chromium compiles a wasm function to its optimizing tier only after it ran a few hundred times,
         and that holds for the Python interpreter (Pyodide) as much as for onnxruntime's kernels: a warm-up
         of engine runs alone left the first generation after load at ~0.5-0.6 x steady-state speed on the
         small models (make bench, "first generation after load"). So every warm-up step goes through
         Python: the forward call, the JS hand-off, half of them with the logits and the sampler (the path
-        of constrained and sampled decoding), half with the greedy head. Off-screen, at load.
+        of constrained and sampled decoding), half with the greedy head.
         Measured against the engine-only warm-up (200 steps), same machine, alternating builds, two runs each:
         first generation / steady state 0.46-0.71 -> 0.79-1.32; sql-autocomplete keystroke p95 32.7-40.3 ->
-        24.0-24.9 ms; the load takes ~0.3 s longer (the budget below is spent)."""
+        24.0-24.9 ms. The worker runs it after the model is ready, in idle time (worker.mjs, "warm-up")."""
         import json
         import time
 
@@ -154,17 +165,19 @@ class PageModel:
         arch = self.manifest.architecture
         sampler = Sampler(SamplingOptions(temperature=0.0))
         cache, t0, steps = self.backend.new_cache(), time.perf_counter(), 0
-        while steps < max_steps and (time.perf_counter() - t0) * 1000.0 < budget_ms:
-            if cache.length >= arch.max_seq_len - 1:
-                cache.truncate(0)
-            out = await self.backend.forward([steps % arch.vocab_size], cache, want="argmax" if steps % 2 else "logits")
-            if not isinstance(out, Greedy):
-                sampler.sample(out, [], None)
-            steps += 1
-        cache.truncate(0)
-        self.backend.engine.dropCache(cache.id)
-        await self.session.warm_up()
-        return json.dumps({"steps": steps, "ms": (time.perf_counter() - t0) * 1000.0})
+        try:
+            while steps < max_steps and (time.perf_counter() - t0) * 1000.0 < budget_ms and not cancelled():
+                if cache.length >= arch.max_seq_len - 1:
+                    cache.truncate(0)
+                out = await self.backend.forward([steps % arch.vocab_size], cache,
+                                                 want="argmax" if steps % 2 else "logits")
+                if not isinstance(out, Greedy):
+                    sampler.sample(out, [], None)
+                steps += 1
+        finally:
+            self.backend.engine.dropCache(cache.id)
+        done = not cancelled() and await self.session.warm_up(cancelled)
+        return json.dumps({"steps": steps, "ms": (time.perf_counter() - t0) * 1000.0, "done": bool(done)})
 
     def start(self, prompt: str, options_json: str, on_token: Any = None, cancelled: Any = None) -> Stepper:
         """A generation; the Stepper's result is ModelSession.generate's dict as JSON text."""

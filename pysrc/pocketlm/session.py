@@ -103,14 +103,16 @@ class ModelSession:
                 raise SamplingError(f"{key} must be true or false, got {value!r}")
         return SamplingOptions.from_dict(self.manifest.sampling, **options), inputs
 
-    async def warm_up(self) -> None:
-        """One short generation through the whole stack, so the first user request is not the first."""
+    async def warm_up(self, cancelled: Callable[[], bool] | None = None) -> bool:
+        """One short generation through the whole stack, so the first user request is not the first.
+        Returns False if `cancelled()` stopped it."""
         if self.manifest.task == "sql":
-            await self.generate("SELECT", {"max_new_tokens": 8})
+            out = await self.generate("SELECT", {"max_new_tokens": 8}, cancelled=cancelled)
         elif self.manifest.task == "text":
-            await self.generate("", {"max_new_tokens": 8})
+            out = await self.generate("", {"max_new_tokens": 8}, cancelled=cancelled)
         else:
-            await self.generate("remind me at 7pm to walk the dog")
+            out = await self.generate("remind me at 7pm to walk the dog", cancelled=cancelled)
+        return out["stop_reason"] != "cancelled"
 
     async def generate(self, prompt: str, options: dict[str, Any] | None = None,
                        on_token: Callable[[int, str], Any] | None = None,

@@ -2,7 +2,9 @@
 // A classic script (file:// pages cannot load ES modules). It does no tokenization or sampling:
 // the worker (worker.mjs) runs pocketlm's Python in Pyodide and the graph in onnxruntime-web.
 //
-//   const model = await pocketlm.load("sql-autocomplete", {variant, onProgress, threads, timeoutMs});
+//   const model = await pocketlm.load("sql-autocomplete", {variant, onProgress, threads, timeoutMs, warmup});
+//   // warmup: "idle" (default: ready sooner, then warms up in idle time, giving way to requests),
+//   // "blocking" (warm before ready) or false; model.warmedUp resolves when the warm-up is over
 //   const out = await model.generate("SELECT name FROM", {schema, max_new_tokens, temperature, top_k,
 //       top_p, min_p, repetition_penalty, stop, seed, onToken, signal});
 //   // out = {text, token_ids, stop_reason, stats: {load_ms, prefill_ms, decode_ms, tokens_per_s, ...}}
@@ -196,18 +198,27 @@
     attach(worker) {
       this.worker = worker;
       this.dead = null;
+      this.warmedUp = new Promise((resolve) => { this.resolveWarm = resolve; });
       worker.onmessage = (event) => { if (this.worker === worker) this.#onMessage(event.data); };
       worker.onerror = (event) => { if (this.worker === worker) this.#crashed(event.message || "script error"); };
     }
 
     #onMessage(msg) {
       if (msg.type === "progress") return this.onPhase && this.onPhase(msg);
+      if (msg.type === "warm") return this.#warmed(msg.value);
       const req = this.pending.get(msg.id);
       if (!req) return;
       if (msg.type === "token") return req.onToken && req.onToken(msg.token_id, msg.text);
       this.pending.delete(msg.id);
       if (msg.type === "error") req.reject(new Error(msg.message));
       else req.resolve(msg.value);
+    }
+
+    // the worker's warm-up is over: {steps, ms, runs, mode, elapsed_ms} or {error} (worker.mjs "warm-up")
+    #warmed(value) {
+      if (this.stats && !value.error) Object.assign(this.stats, { warmup_steps: value.steps, warmup_ms: value.ms, warmup_runs: value.runs });
+      if (value.error) console.warn(`pocketlm: the warm-up stopped: ${value.error}`);
+      this.resolveWarm(value);
     }
 
     #fail(message) {
@@ -311,6 +322,9 @@
     const progress = new Progress(options.onProgress);
     const threads = options.threads ?? (window.crossOriginIsolated ? THREADS_WHEN_ISOLATED : 1);
     const timeoutMs = options.timeoutMs ?? 30000;
+    if (![undefined, true, false, "idle", "blocking"].includes(options.warmup)) {
+      throw new LoadError(`warmup must be "idle" (or true), "blocking" or false, got ${JSON.stringify(options.warmup)}`);
+    }
     const src = typeof source === "string" ? siteSource(source) : source;
     const name = src.name;
     progress.expect("model", 0);
@@ -335,7 +349,8 @@
     model.manifest = manifest;
     model.threads = threads;
     model.stats = { load_ms: performance.now() - t0, runtime_ms: started.rt.ms, model_ms: started.modelMs,
-      wait_ms: started.t1 - t0, warmup_ms: started.loaded.ms.warmup, warmup_steps: started.loaded.warm.steps,
+      wait_ms: started.t1 - t0, check_ms: started.loaded.ms.warmup, warmup_ms: started.loaded.warm.ms ?? 0,
+      warmup_steps: started.loaded.warm.steps, warmup_mode: started.loaded.warm.mode,
       python_boot: started.rt.python_boot, python_ms: started.rt.python_ms, python_note: started.rt.python_note,
       restarts: 0 };
     // a worker that dies is replaced by one started the same way (the files are read again from the source)
@@ -374,6 +389,7 @@
       const loaded = await withTimeout(model.send("load", {
         manifestText, tokenizerText: new TextDecoder().decode(tokBytes), variant, digests, onnx: onnxBytes.buffer, warmup,
       }, [onnxBytes.buffer]), timeoutMs, `Loading model ${model.name}`);
+      if (loaded.warm.mode !== "idle") model.resolveWarm(loaded.warm);  // none to come: over already
       return { rt, loaded, t1, modelMs: performance.now() - t2 };
     } catch (err) {
       worker.terminate();
