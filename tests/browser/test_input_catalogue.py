@@ -98,7 +98,7 @@ NAN_RUN = """async (prompt) => {
 
 
 def test_nan_logits_from_a_broken_model_are_an_error_in_the_page_as_natively(page, server, text_model, tmp_path):
-    """A model whose final norm gain is NaN (every logit NaN): loading it fails (the warm-up generates), and
+    """A model whose final norm gain is NaN (every logit NaN): loading it fails (the load generates once to check), and
     without the warm-up greedy (the in-graph head, whose sum is not finite, re-runs the step for the logits)
     and sampled decoding both fail with the sampler's message, the same in the page as natively, instead
     of returning a token."""
