@@ -2,7 +2,8 @@
 
 What a user of the SQL editor waits for: after each keystroke, the whole request (the query so far, the
 schema, up to KEY_NEW_TOKENS new tokens, the model's own stop strings and name finishing) from the call
-to the finished suggestion. The page is measured warm (model loaded, one suggestion made), through
+to the finished suggestion. The page is measured warm (model loaded, its idle-time warm-up over —
+`model.warmedUp` — and one suggestion made), through
 window.pocketlm as web/src/app.js calls it (so the JS <-> worker <-> Python hand-offs are counted),
 one request at a time (a user who pauses; overlapping requests would be cancelled by the editor).
 The same requests run natively through pocketlm's loop on onnxruntime for the ratio.
@@ -21,7 +22,8 @@ KEY_QUERY = "SELECT Name, Country FROM singer WHERE Age > 30 ORDER BY Name"
 KEYS_JS = """async ({model, variant, threads, schema, query, maxNew}) => {
   const m = await pocketlm.load(model, {variant, threads});
   try {
-    await m.generate("SELECT", {schema, max_new_tokens: maxNew});  // warm: the page does the same at load
+    await m.warmedUp;  // the idle-time warm-up that follows ready
+    await m.generate("SELECT", {schema, max_new_tokens: maxNew});
     const latency = [], tokens = [], texts = [];
     for (let i = 1; i <= query.length; i++) {
       const t0 = performance.now();
