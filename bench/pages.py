@@ -18,7 +18,6 @@ NEW_TOKENS = 128
 PROMPT_TOKENS = 16
 PREFILL_LENGTHS = (16, 128)
 GEN = {"max_new_tokens": NEW_TOKENS, "temperature": 0.0, "stop": [], "ignore_eos": True}
-WARMUP = "idle"  # pocketlm.load's warmup option (bench --warmup): "idle" (the page's default) or "blocking"
 OWN_TASK_INPUT = {  # file:// loads: the shipped models with their own task (what the page does)
     "sql-autocomplete": ["SELECT name FROM ", {"schema": "singer(Singer_ID, Name, Country, Age)", "max_new_tokens": 16}],
     "reminder-extract": ["remind me at 7pm to walk the dog", {}],
@@ -131,21 +130,22 @@ def vm_hwm(pid: int) -> int | None:
     return None
 
 
-def ours_http(br: Browser, base: str, name: str, variant: str, threads: int, prompts: dict, runs: int, warm: bool) -> dict:
+def ours_http(br: Browser, base: str, name: str, variant: str, threads: int, prompts: dict, runs: int, warm: bool,
+              warmup: str = "idle") -> dict:
     """The page: a cold load with the first (correctness) generation; the timed runs after a reload when
-    `warm` (cold and warm load figures), else in the same cold page."""
+    `warm` (cold and warm load figures), else in the same cold page. `warmup`: pocketlm.load's option."""
     args = {"manifest": f"/bench-models/{name}/manifest.json", "variant": variant, "threads": threads,
-            "prompt": prompts[PROMPT_TOKENS]["text"], "opts": GEN, "ownTask": None, "warmup": WARMUP}
+            "prompt": prompts[PROMPT_TOKENS]["text"], "opts": GEN, "ownTask": None, "warmup": warmup}
     timed = {**args, "runs": runs, "prefill": [[n, prompts[n]["text"]] for n in PREFILL_LENGTHS]}
     if warm:
         return br.measure(f"{base}/index.html?autoload=0", OURS_JS, {**args, "runs": 0, "prefill": []}, timed)
     return br.measure(f"{base}/index.html?autoload=0", OURS_JS, timed)
 
 
-def ours_file(br: Browser, site: str, name: str) -> dict:
+def ours_file(br: Browser, site: str, name: str, warmup: str = "idle") -> dict:
     url = "file://" + urllib.request.pathname2url(os.path.join(site, "index.html")) + "?autoload=0"
     args = {"manifest": name, "variant": "fp32", "threads": 1, "prompt": "", "opts": {}, "runs": 0, "prefill": [],
-            "ownTask": OWN_TASK_INPUT[name], "warmup": WARMUP}
+            "ownTask": OWN_TASK_INPUT[name], "warmup": warmup}
     return br.measure(url, OURS_JS, args, args, mode="file")
 
 

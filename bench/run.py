@@ -43,7 +43,6 @@ import sys
 import time
 
 from bench import keystrokes as keys
-from bench import pages
 from bench.pages import (CHROMIUM, GEN, NEW_TOKENS, PREFILL_LENGTHS, PROMPT_TOKENS, Browser, ours_file, ours_http,
                          tjs_http)
 
@@ -391,7 +390,8 @@ def run(args) -> dict:
                         errors.append(f"native: {type(e).__name__}: {one_line(e)}")
                     log(f"browser {name} {v} threads={t}")
                     try:
-                        ours = ours_http(br, base, name, v, t, prompts[name], args.runs, warm=(v, t) == ("fp32", 1))
+                        ours = ours_http(br, base, name, v, t, prompts[name], args.runs, warm=(v, t) == ("fp32", 1),
+                                         warmup=args.warmup)
                     except Exception as e:
                         ours = None
                         errors.append(f"browser: {one_line(e)}")
@@ -415,7 +415,7 @@ def run(args) -> dict:
                     for name in [m for m in args.models if m in SHIPPED]:
                         log(f"file:// {name} (own task)")
                         try:
-                            r = ours_file(br, site, name)
+                            r = ours_file(br, site, name, warmup=args.warmup)
                             file_loads.append({"model": name, "variant": "fp32", "threads": 1, "protocol": "file",
                                                "task": "own",
                                                "cold_ready_ms": r["cold"]["ready_ms"], "cold_first_token_ms": r["cold"]["first_token_ms"],
@@ -472,7 +472,6 @@ def main(argv: list[str] | None = None) -> int:
     args.threads = [int(t) for t in (args.threads or ("1" if args.quick else "1,2")).split(",")]
     args.no_file = args.no_file or args.quick
     args.runs = max(3, args.runs)
-    pages.WARMUP = args.warmup
     args.started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H-%M-%SZ")
     try:
         from playwright.sync_api import Error as PlaywrightError  # noqa: F401

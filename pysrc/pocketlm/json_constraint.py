@@ -415,7 +415,6 @@ class JsonConstraint:
         for b in data:
             s = self._str[state[0]]
             if s is not None and s.copied and STEP[state[1]][b] == EXIT:
-                body = state[3]
-                return [(end - len(body), end) for end in self._copy_positions(body)] if body else None
+                return self._copy_places(state[3]) if state[3] else None
             state = self._step(state, b)
         return None

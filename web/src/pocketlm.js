@@ -349,7 +349,7 @@
     model.manifest = manifest;
     model.threads = threads;
     model.stats = { load_ms: performance.now() - t0, runtime_ms: started.rt.ms, model_ms: started.modelMs,
-      wait_ms: started.t1 - t0, check_ms: started.loaded.ms.warmup, warmup_ms: started.loaded.warm.ms ?? 0,
+      wait_ms: started.t1 - t0, check_ms: started.loaded.ms.check, warmup_ms: started.loaded.warm.ms ?? 0,
       warmup_steps: started.loaded.warm.steps, warmup_mode: started.loaded.warm.mode,
       python_boot: started.rt.python_boot, python_ms: started.rt.python_ms, python_note: started.rt.python_note,
       restarts: 0 };
