@@ -295,12 +295,16 @@ class Tokenizer:
     def _load_merges(self, model: dict) -> None:
         """Ranked merges as ids: (left, right) -> (rank, merged); a repeated pair keeps its last rank,
         as in `tokenizers`."""
-        vocab = self._vocab
-        self._merges: dict[tuple[int, int], tuple[int, int]] = {}
+        vocab, merges = self._vocab, {}
+        # A page loads this in Pyodide before its model is ready (51 112 merges for a llama2.c tokenizer):
+        # no per-merge message is formatted unless a merge is bad.
         for rank, merge in enumerate(model.get("merges") or []):
             a, b = merge.split(" ", 1) if isinstance(merge, str) else merge
-            _need(a in vocab and b in vocab and a + b in vocab, f"merge {merge!r} of tokens not in the vocab")
-            self._merges[(vocab[a], vocab[b])] = (rank, vocab[a + b])
+            left, right, merged = vocab.get(a), vocab.get(b), vocab.get(a + b)
+            if left is None or right is None or merged is None:
+                _need(False, f"merge {merge!r} of tokens not in the vocab")
+            merges[(left, right)] = (rank, merged)
+        self._merges: dict[tuple[int, int], tuple[int, int]] = merges
 
     def _load_tables(self, added_tokens: list, to_bytes) -> None:
         """Added tokens, then id -> token and id -> bytes (`to_bytes(token)`) for every id."""

@@ -170,5 +170,5 @@ def test_a_runtime_that_fails_to_start_times_out_with_a_message(page, server):
     page.goto(server + "index.html?timeout_ms=4000")
     page.wait_for_selector("#error:not([hidden])", timeout=30_000)
     message = page.inner_text("#error")
-    assert "Starting the Python and ONNX runtimes did not finish within 4 s" in message, message
+    assert "Starting the Python runtime did not finish within 4 s" in message, message
     assert time.monotonic() - t0 < 20

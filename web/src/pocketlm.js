@@ -79,12 +79,10 @@
       return bytes;
     }
     let response;
-    const integrity = SITE.integrity?.[url];  // a runtime asset of this site (webtools/build_site.py)
     try {
-      response = await fetch(url, integrity ? { integrity } : {});
+      response = await fetch(url);
     } catch (err) {
-      throw new LoadError(`could not fetch ${url}: ${err.message}` + (integrity ? " (a network error, or the " +
-        "file differs from the integrity hash make site recorded for it: rebuild the site with make site)" : ""));
+      throw new LoadError(`could not fetch ${url}: ${err.message}`);
     }
     if (!response.ok) throw new LoadError(`could not fetch ${url}: HTTP ${response.status} ${response.statusText}`);
     const chunks = [];
@@ -98,12 +96,23 @@
     }
     const bytes = new Uint8Array(n);
     for (let i = 0, o = 0; i < chunks.length; o += chunks[i].length, i++) bytes.set(chunks[i], o);
+    // A runtime asset of this site is checked against the hash make site recorded (webtools/build_site.py)
+    // before anything uses it. Checked here rather than by fetch's `integrity` option: that one hashed
+    // on the page's thread and made the runtime's download ~0.2-0.3 s longer (measured; README).
+    const integrity = SITE.integrity?.[url];
+    if (integrity && integrity !== "sha256-" + (await sha256Bytes(bytes)).toBase64()) {
+      throw new LoadError(`could not fetch ${url}: it differs from the integrity hash make site recorded for it ` +
+        "(the site changed after it was built: rebuild it with make site)");
+    }
     return bytes;
   }
 
+  async function sha256Bytes(bytes) {
+    return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  }
+
   async function sha256(bytes) {
-    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-    return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+    return Array.from(await sha256Bytes(bytes), (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
   // ---- progress: bytes per phase (python runtime, onnx runtime, model) ----
@@ -131,37 +140,40 @@
     }
   }
 
-  // Runtime bytes are fetched once per page and copied to each new worker.
-  let runtimeBytes = null;
+  // Runtime bytes are fetched once per page and copied to each new worker, per part (python, onnx): a
+  // worker starts one runtime while the other, or the model, is still downloading.
+  let runtimeParts = null;  // phase -> Promise of {path: bytes}
   const skipped = {};  // optional runtime asset -> why it was not fetched
   function fetchRuntime(progress) {
     const sizes = SITE.assets;
     for (const [phase, paths] of Object.entries(RUNTIME)) progress.expect(phase, paths.reduce((s, p) => s + sizes[p], 0));
-    if (!runtimeBytes) {
-      runtimeBytes = (async () => {
-        const files = {};
-        const all = Object.entries(RUNTIME).flatMap(([phase, paths]) => paths.map((path) => [phase, path]));
-        await Promise.all(all.map(async ([phase, path]) => {
-          let got = 0;
-          try {
-            files[path] = await getAsset(path, (n) => { got += n; progress.add(phase, n); }, path === SNAPSHOT);
-          } catch (err) {
-            if (!OPTIONAL.has(path)) throw err;
-            console.warn(`pocketlm: ${err.message}; starting Python without the snapshot`);
-            files[path] = null;
-            skipped[path] = err.message;  // the worker reports it (stats.python_note)
-            progress.add(phase, Math.max(0, sizes[path] - got));
-          }
-        }));
-        return files;
-      })();
-      runtimeBytes.catch(() => { runtimeBytes = null; });
-      return runtimeBytes;
+    if (!runtimeParts) {
+      runtimeParts = Object.fromEntries(Object.entries(RUNTIME).map(([phase, paths]) => [phase, fetchPart(phase, paths, progress)]));
+      const parts = runtimeParts;
+      for (const part of Object.values(parts)) part.catch(() => { if (runtimeParts === parts) runtimeParts = null; });
+      return parts;
     }
-    return runtimeBytes.then((files) => {
-      for (const [phase, paths] of Object.entries(RUNTIME)) progress.add(phase, paths.reduce((s, p) => s + sizes[p], 0), "cached");
+    return Object.fromEntries(Object.entries(runtimeParts).map(([phase, part]) => [phase, part.then((files) => {
+      progress.add(phase, RUNTIME[phase].reduce((s, p) => s + sizes[p], 0), "cached");
       return files;
-    });
+    })]));
+  }
+
+  async function fetchPart(phase, paths, progress) {
+    const files = {};
+    await Promise.all(paths.map(async (path) => {
+      let got = 0;
+      try {
+        files[path] = await getAsset(path, (n) => { got += n; progress.add(phase, n); }, path === SNAPSHOT);
+      } catch (err) {
+        if (!OPTIONAL.has(path)) throw err;
+        console.warn(`pocketlm: ${err.message}; starting Python without the snapshot`);
+        files[path] = null;
+        skipped[path] = err.message;  // the worker reports it (stats.python_note)
+        progress.add(phase, Math.max(0, SITE.assets[path] - got));
+      }
+    }));
+    return files;
   }
 
   function workerURL() {
@@ -348,8 +360,12 @@
     model.variant = started.loaded.variant;
     model.manifest = manifest;
     model.threads = threads;
+    // stats, ms: runtime_ms = onnx_ms + python_ms (the worker booting each runtime, each as soon as its files
+    // were in); wait_ms = load() -> both booted (downloads included); model_ms = hashing the model's files +
+    // tokenizer_ms + session_ms + check_ms (the worker's load: tokenizer, onnxruntime session, check generation)
     model.stats = { load_ms: performance.now() - t0, runtime_ms: started.rt.ms, model_ms: started.modelMs,
-      wait_ms: started.t1 - t0, check_ms: started.loaded.ms.check, warmup_ms: started.loaded.warm.ms ?? 0,
+      wait_ms: started.t1 - t0, tokenizer_ms: started.loaded.ms.tokenizer, session_ms: started.loaded.ms.session,
+      onnx_ms: started.rt.onnx_ms, check_ms: started.loaded.ms.check, warmup_ms: started.loaded.warm.ms ?? 0,
       warmup_steps: started.loaded.warm.steps, warmup_mode: started.loaded.warm.mode,
       python_boot: started.rt.python_boot, python_ms: started.rt.python_ms, python_note: started.rt.python_note,
       restarts: 0 };
@@ -367,19 +383,28 @@
     progress.expect("model", v.bytes + src.size(tokFile));
     const modelFiles = Promise.all([tokFile, v.file].map((f) => src.read(f, (n) => progress.add("model", n))));
     modelFiles.catch(() => {});
-    const [runtime, url] = await Promise.all([fetchRuntime(progress), workerURL()]);
-    const worker = new Worker(url, { type: "module", name: "pocketlm" });
+    const parts = fetchRuntime(progress);
+    const worker = new Worker(await workerURL(), { type: "module", name: "pocketlm" });
     model.attach(worker);
     model.onPhase = (msg) => progress.report(msg.phase, msg.message);
     try {
-      const files = {};
-      for (const [path, key] of Object.entries(WORKER_KEYS)) if (runtime[path]) files[key] = runtime[path].slice().buffer;
-      const lock = new TextDecoder().decode(runtime["vendor/pyodide/pyodide-lock.json"]);
+      // each runtime boots as soon as its own files are in; the timeout counts the worker's time, not the download's
+      const boot = (type, part, extra) => part.then((runtime) => {
+        const files = {};
+        for (const [path, key] of Object.entries(WORKER_KEYS)) if (runtime[path]) files[key] = runtime[path].slice().buffer;
+        const what = type === "boot-onnx" ? "Starting the ONNX runtime" : "Starting the Python runtime";
+        return withTimeout(model.send(type, { files, ...extra(runtime) }, Object.values(files)), timeoutMs, what);
+      });
       const indexURL = new URL("vendor/pyodide/", location.href).href;
+      const [onnx, python] = await Promise.all([
+        boot("boot-onnx", parts.onnx, () => ({ threads })),
+        boot("boot-python", parts.python, (runtime) => ({
+          lock: new TextDecoder().decode(runtime["vendor/pyodide/pyodide-lock.json"]), indexURL,
+          snapshotNote: skipped[SNAPSHOT] && `the snapshot could not be fetched (${skipped[SNAPSHOT]})`,
+        })),
+      ]);
+      const rt = { ...python, ms: onnx.ms + python.python_ms, onnx_ms: onnx.ms };
       const t1 = performance.now();
-      const snapshotNote = skipped[SNAPSHOT] && `the snapshot could not be fetched (${skipped[SNAPSHOT]})`;
-      const rt = await withTimeout(model.send("init", { files, lock, indexURL, threads, snapshotNote }, Object.values(files)),
-        timeoutMs, "Starting the Python and ONNX runtimes");
       const [tokBytes, onnxBytes] = await modelFiles;
       const digests = {
         [tokFile]: [await sha256(tokBytes), tokBytes.length],
