@@ -24,7 +24,7 @@ OWN_TASK_INPUT = {  # file:// loads: the shipped models with their own task (wha
 }
 
 
-OURS_JS = """async ({manifest, variant, threads, prompt, opts, runs, prefill, ownTask, warmup}) => {
+OURS_JS = """async ({manifest, variant, threads, prompt, opts, runs, prefill, ownTask, warmup, coldOnly}) => {
   let firstAt = null;
   const m = await pocketlm.load(manifest, {variant, threads, warmup});
   const ready = performance.now();
@@ -32,6 +32,7 @@ OURS_JS = """async ({manifest, variant, threads, prompt, opts, runs, prefill, ow
     const o1 = ownTask ? {...ownTask[1]} : opts;
     const first = await m.generate(ownTask ? ownTask[0] : prompt,
                                    {...o1, onToken: () => { if (firstAt === null) firstAt = performance.now(); }});
+    if (coldOnly) return {ready_ms: ready, first_token_ms: firstAt ?? performance.now()};  // a repeat cold load
     const warm = await m.warmedUp;  // the idle-time warm-up, which the first generation interrupted, is over
     const after = await m.generate(ownTask ? ownTask[0] : prompt, o1);
     const res = {ready_ms: ready, first_token_ms: firstAt ?? performance.now(), tokens: first.token_ids,
@@ -140,6 +141,23 @@ def ours_http(br: Browser, base: str, name: str, variant: str, threads: int, pro
     if warm:
         return br.measure(f"{base}/index.html?autoload=0", OURS_JS, {**args, "runs": 0, "prefill": []}, timed)
     return br.measure(f"{base}/index.html?autoload=0", OURS_JS, timed)
+
+
+def cold_loads(br: Browser, base: str, name: str, dtype: str | None, prompts: dict, n: int, warmup: str = "idle") -> dict:
+    """`n` more cold loads (fresh contexts, fp32, one thread) of the page and, with `dtype`, of transformers.js,
+    alternating, each to its first token of an 8-token generation: {"ours": [{ready_ms, first_token_ms}], "tjs": [...]}.
+    One cold load swings by ±20% here; the report takes the median of all of them."""
+    out = {"ours": [], "tjs": []}
+    short = {**GEN, "max_new_tokens": 8}
+    for _ in range(n):
+        args = {"manifest": f"/bench-models/{name}/manifest.json", "variant": "fp32", "threads": 1, "runs": 0, "prefill": [],
+                "prompt": prompts[PROMPT_TOKENS]["text"], "opts": short, "ownTask": None, "warmup": warmup, "coldOnly": True}
+        out["ours"].append(br.measure(f"{base}/index.html?autoload=0", OURS_JS, args)["cold"])
+        if dtype:
+            targs = {"name": name, "dtype": dtype, "threads": 1, "ids": prompts[PROMPT_TOKENS]["ids"], "newTokens": 8,
+                     "timedRuns": 0, "warmRuns": 0, "prefill": []}
+            out["tjs"].append(br.measure(f"{base}/bench/tjs.html", TJS_JS, targs)["cold"])
+    return out
 
 
 def ours_file(br: Browser, site: str, name: str, warmup: str = "idle") -> dict:

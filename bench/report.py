@@ -81,12 +81,24 @@ def _target_native(res):
         all(r["browser_native_ratio"] >= need(r) for r in rows)
 
 
+def memory_bound(res, row) -> float | None:
+    """Tokens/s a decode step cannot beat when it reads all of the variant's weights from memory: the
+    machine's read bandwidth over the file's bytes; None when the file fits the L3 cache (no such bound)."""
+    bw, l3 = res.get("machine", {}).get("memory_read_gb_s"), res.get("machine", {}).get("l3_cache_bytes")
+    size = row.get("variant_bytes")
+    if not bw or not size or (l3 and size <= l3):
+        return None
+    return bw * 1e9 / size
+
+
 def _target_15m(res):
     rows = [r for r in _rows(res) if r["params"] > 10e6 and r.get("browser_tokens_per_s")]
     if not rows:
         return "no data", None
     best = max(rows, key=lambda r: r["browser_tokens_per_s"])
-    return f"best {best['browser_tokens_per_s']:.0f} tok/s ({best['model']} {best['variant']})", \
+    bounds = [f"{r['variant']} {memory_bound(res, r):.0f}" for r in rows if memory_bound(res, r)]
+    bound = f"; memory-bandwidth bound here: {', '.join(bounds)} tok/s" if bounds else ""
+    return f"best {best['browser_tokens_per_s']:.0f} tok/s ({best['model']} {best['variant']}){bound}", \
         best["browser_tokens_per_s"] >= 420
 
 
@@ -197,18 +209,27 @@ def markdown(results: dict, history: list[dict]) -> str:
               "the runtimes' different kernels (e.g. int8 MatMulInteger in WebAssembly vs x86) may round either way; a large "
               "gap would mean a real fault."]
     L += ["", "## Decode speed", "",
-          "| model | params | variant | threads | page tok/s | native tok/s | transformers.js tok/s | page / native | ours / transformers.js |",
-          "|---|---|---|---|---|---|---|---|---|"]
+          "| model | params | variant | threads | page tok/s | native tok/s | transformers.js tok/s | page / native | ours / transformers.js "
+          "| memory bound tok/s |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for r in _rows(results, None):
         L.append(f"| {r['model']} | {r['params'] / 1e6:.1f} M | {r['variant']} | {r['threads']} | {fmt(r['browser_tokens_per_s'])} | "
                  f"{fmt(r['native_tokens_per_s'])} | {fmt(r['tjs_tokens_per_s']) if r['variant'] in ('fp32', 'int8') else '– (no q4)'} | "
-                 f"{fmt(r['browser_native_ratio'], '{:.2f}')} | {fmt(r['ours_tjs_ratio'], '{:.2f}')} |")
+                 f"{fmt(r['browser_native_ratio'], '{:.2f}')} | {fmt(r['ours_tjs_ratio'], '{:.2f}')} | "
+                 f"{fmt(memory_bound(results, r), none='– (fits L3)')} |")
+    m = results.get("machine", {})
+    if m.get("memory_read_gb_s"):
+        L += ["", f"Memory bound: one core reads {m['memory_read_gb_s']:.1f} GB/s from memory on this machine (bench/run.py "
+              f"memory_read_gb_s) and a decode step reads every weight once, so a variant file larger than the "
+              f"{mb(m.get('l3_cache_bytes'))} MB L3 cache cannot decode faster than bandwidth / file bytes at one thread, "
+              "whatever the runtime's kernels."]
     L += ["", "transformers.js has no q4 figure: the hf/ (Optimum) layout export/hf_export.py writes holds fp32 "
           "(`model.onnx`) and int8 (`model_quantized.onnx`, dtype q8) only; a 4-bit MatMulNBits file would be `model_q4.onnx`, "
           "which we do not write.", "",
           "## Load: navigation → ready → first token (ms, one thread)", "",
-          "Cold: a fresh browser context; warm: a reload in it (ours refetches: the server sends no-cache; transformers.js "
-          "reads its Cache Storage copy). " + (
+          f"Cold: a fresh browser context (the median of {results.get('options', {}).get('cold_runs', 1)} such loads of "
+          "fp32 at one thread, the page's and transformers.js's alternating; file:// too); warm: a reload in it (ours "
+          "refetches: the server sends no-cache; transformers.js reads its Cache Storage copy). " + (
               "Ours: ready after one short task generation (a model that cannot generate fails its load); the warm-up "
               "(up to 600 decode steps / 1 s, then one task generation) runs after ready in idle time and gives way "
               "to requests, so the first generation starts at once." if results.get("options", {}).get("warmup") == "idle"

@@ -43,7 +43,7 @@ import sys
 import time
 
 from bench import keystrokes as keys
-from bench.pages import (CHROMIUM, GEN, NEW_TOKENS, PREFILL_LENGTHS, PROMPT_TOKENS, Browser, ours_file, ours_http,
+from bench.pages import (CHROMIUM, GEN, NEW_TOKENS, PREFILL_LENGTHS, PROMPT_TOKENS, Browser, cold_loads, ours_file, ours_http,
                          tjs_http)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -237,8 +237,9 @@ def divergence(a: list[int] | None, b: list[int] | None) -> int | None:
 
 
 def summarize(name: str, model: dict, variant: str, threads: int, native: dict | None, ours: dict | None,
-              tjs: dict | None, errors: list[str]) -> dict:
-    """One results row; the keys the issue asks for first."""
+              tjs: dict | None, errors: list[str], cold_extra: dict | None = None) -> dict:
+    """One results row; the keys the issue asks for first. Cold figures: the median over the first cold load
+    and `cold_extra`'s (bench.pages.cold_loads)."""
     # the timed runs are in the warm page when there was a reload, else in the cold one
     oc, ow_ = (ours or {}).get("cold") or {}, (ours or {}).get("warm") or {}
     tc, tw_ = (tjs or {}).get("cold") or {}, (tjs or {}).get("warm") or {}
@@ -246,10 +247,16 @@ def summarize(name: str, model: dict, variant: str, threads: int, native: dict |
     b_tps = tok_s(ow.get("runs", [])) if ours else None
     n_tps = tok_s(native["runs"]) if native else None
     t_tps = tok_s(tw.get("runs", [])) if tjs else None
+    def cold_runs(first: dict, who: str, key: str) -> list[float]:
+        return [c[key] for c in [first] + (cold_extra or {}).get(who, []) if c.get(key) is not None]
+
+    cold = {"ours": cold_runs(oc, "ours", "first_token_ms"), "tjs": cold_runs(tc, "tjs", "first_token_ms")}
+    ready = {"ours": cold_runs(oc, "ours", "ready_ms"), "tjs": cold_runs(tc, "tjs", "ready_ms")}
     row = {
         "model": name, "variant": variant, "threads": threads, "protocol": "http",
         "browser_tokens_per_s": b_tps, "native_tokens_per_s": n_tps, "tjs_tokens_per_s": t_tps,
-        "browser_cold_first_token_ms": oc.get("first_token_ms"), "tjs_cold_first_token_ms": tc.get("first_token_ms"),
+        "browser_cold_first_token_ms": median(cold["ours"]), "tjs_cold_first_token_ms": median(cold["tjs"]),
+        "cold_loads": {"browser_first_token_ms": cold["ours"], "tjs_first_token_ms": cold["tjs"]},
         "browser_native_ratio": b_tps / n_tps if b_tps and n_tps else None,
         "ours_tjs_ratio": b_tps / t_tps if b_tps and t_tps else None,
         # the first generation after load (cold page) against the steady state (the timed runs)
@@ -259,9 +266,9 @@ def summarize(name: str, model: dict, variant: str, threads: int, native: dict |
         "browser_after_warmup_tokens_per_s": tok_s([{"tokens": oc.get("after_warm_new_tokens"),
                                                      "decode_ms": oc.get("after_warm_decode_ms")}])
         if oc.get("after_warm_new_tokens") else None,
-        "browser_cold_ready_ms": oc.get("ready_ms"), "browser_warm_ready_ms": ow_.get("ready_ms"),
+        "browser_cold_ready_ms": median(ready["ours"]), "browser_warm_ready_ms": ow_.get("ready_ms"),
         "browser_warm_first_token_ms": ow_.get("first_token_ms"),
-        "tjs_cold_ready_ms": tc.get("ready_ms"), "tjs_warm_ready_ms": tw_.get("ready_ms"),
+        "tjs_cold_ready_ms": median(ready["tjs"]), "tjs_warm_ready_ms": tw_.get("ready_ms"),
         "tjs_warm_first_token_ms": tw_.get("first_token_ms"),
         "params": model["params"], "vocab_size": model["manifest"].architecture.vocab_size,
         "variant_bytes": model["manifest"].variant(variant).bytes,
@@ -342,7 +349,33 @@ def machine_info(chromium_version: str | None) -> dict:
             "onnxruntime_web": npm_version(os.path.join(ROOT, "web"), "onnxruntime-web"),
             "transformers_js": npm_version(os.path.join(BENCH, "js"), "@huggingface/transformers"),
             "transformers_js_onnxruntime_web": npm_version(os.path.join(BENCH, "js"), "onnxruntime-web"),
-            "load_average_start": list(os.getloadavg())}
+            "load_average_start": list(os.getloadavg()), "memory_read_gb_s": memory_read_gb_s(),
+            "l3_cache_bytes": l3_cache_bytes()}
+
+
+def memory_read_gb_s() -> float:
+    """One core's read bandwidth from memory (GB/s): the best of 5 maxima over 256 MB, far more than any cache
+    (max, not sum: numpy's sum is compute-bound near this figure even in cache; max runs ~3x faster there).
+    A decode step reads every weight once, so a model bigger than the caches cannot decode faster than
+    this / its weight bytes tokens per second, whatever the kernels (the report's decode table)."""
+    import numpy as np
+
+    a = np.ones(64 * 1024 * 1024, dtype=np.float32)  # 256 MB
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a.max()
+        best = min(best, time.perf_counter() - t0)
+    return a.nbytes / best / 1e9
+
+
+def l3_cache_bytes() -> int | None:
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cache/index3/size") as f:
+            text = f.read().strip()  # e.g. "32768K"
+        return int(text[:-1]) * {"K": 1024, "M": 1024 ** 2}[text[-1]] if text[-1] in "KM" else int(text)
+    except (OSError, ValueError):
+        return None
 
 
 def git_commit() -> str | None:
@@ -402,7 +435,15 @@ def run(args) -> dict:
                             tjs = tjs_http(br, base, name, TJS_DTYPE[v], t, prompts[name], args.runs, warm=(v, t) == ("fp32", 1))
                         except Exception as e:
                             errors.append(f"transformers.js: {one_line(e)}")
-                    row = summarize(name, models[name], v, t, nat, ours, tjs, errors)
+                    extra = None
+                    if (v, t) == ("fp32", 1) and args.cold_runs > 1:  # the cold-start comparison: alternate, take medians
+                        log(f"cold loads {name}: {args.cold_runs - 1} more of each, alternating")
+                        try:
+                            extra = cold_loads(br, base, name, TJS_DTYPE[v] if tjs else None, prompts[name],
+                                               args.cold_runs - 1, warmup=args.warmup)
+                        except Exception as e:
+                            errors.append(f"cold loads: {one_line(e)}")
+                    row = summarize(name, models[name], v, t, nat, ours, tjs, errors, extra)
                     c = row["correctness"]
                     if c["browser_equals_native"] is False or c["tjs_equals_native"] is False:
                         log(f"MISMATCH {name} {v} threads={t}: browser==native {c['browser_equals_native']} "
@@ -415,10 +456,13 @@ def run(args) -> dict:
                     for name in [m for m in args.models if m in SHIPPED]:
                         log(f"file:// {name} (own task)")
                         try:
-                            r = ours_file(br, site, name, warmup=args.warmup)
+                            loads = [ours_file(br, site, name, warmup=args.warmup) for _ in range(args.cold_runs)]
+                            r = loads[0]
                             file_loads.append({"model": name, "variant": "fp32", "threads": 1, "protocol": "file",
                                                "task": "own",
-                                               "cold_ready_ms": r["cold"]["ready_ms"], "cold_first_token_ms": r["cold"]["first_token_ms"],
+                                               "cold_ready_ms": median([x["cold"]["ready_ms"] for x in loads]),
+                                               "cold_first_token_ms": median([x["cold"]["first_token_ms"] for x in loads]),
+                                               "cold_first_token_ms_runs": [x["cold"]["first_token_ms"] for x in loads],
                                                "warm_ready_ms": r["warm"]["ready_ms"], "warm_first_token_ms": r["warm"]["first_token_ms"],
                                                "cold_bytes": r["cold"]["bytes"], "peak_rss_bytes": r["peak_rss_bytes"]})
                         except Exception as e:
@@ -440,6 +484,7 @@ def run(args) -> dict:
                 "tjs_cold_first_token_ms", "threads", "protocol", "browser_native_ratio", "ours_tjs_ratio", "correct")}
     return {"format": 1, "started_utc": args.started, "commit": git_commit(), "quick": args.quick, "note": args.note,
             "options": {"models": args.models, "variants": args.variants, "threads": args.threads, "runs": args.runs,
+                        "cold_runs": args.cold_runs,
                         "warmup": args.warmup,
                         "new_tokens": NEW_TOKENS, "prompt_tokens": PROMPT_TOKENS, "prefill_lengths": list(PREFILL_LENGTHS)},
             "machine": info, "models": {n: {"params": m["params"], "vocab_size": m["manifest"].architecture.vocab_size,
@@ -461,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", help="comma-separated (default: fp32,int8,q4)")
     parser.add_argument("--threads", help="comma-separated thread counts (default: 1,2)")
     parser.add_argument("--runs", type=int, default=3, help="timed generations per figure (median; default 3)")
+    parser.add_argument("--cold-runs", type=int, default=3,
+                        help="cold loads per model (fp32, one thread) of the page and of transformers.js, alternating (median; default 3)")
     parser.add_argument("--no-tjs", action="store_true", help="skip transformers.js")
     parser.add_argument("--no-file", action="store_true", help="skip the file:// loads")
     parser.add_argument("--warmup", choices=("idle", "blocking"), default="idle",
@@ -472,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     args.threads = [int(t) for t in (args.threads or ("1" if args.quick else "1,2")).split(",")]
     args.no_file = args.no_file or args.quick
     args.runs = max(3, args.runs)
+    args.cold_runs = 1 if args.quick else max(1, args.cold_runs)
     args.started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H-%M-%SZ")
     try:
         from playwright.sync_api import Error as PlaywrightError  # noqa: F401

@@ -155,3 +155,22 @@ def test_the_llama2c_bench_model_is_an_import_of_llama2c_files(tmp_path):
     before = os.path.getmtime(os.path.join(folder, "model.onnx"))
     assert build_llama2c_model("l2c", str(tmp_path), arch, seed=1, log=lambda m: None) == folder
     assert os.path.getmtime(os.path.join(folder, "model.onnx")) == before
+
+
+def test_cold_figures_are_medians_over_the_repeated_loads(tiny_model):
+    manifest = load_manifest(tiny_model, check_files=False)
+    model = {"params": run.param_count(manifest.architecture), "manifest": manifest}
+    extra = {"ours": [{"ready_ms": 900.0, "first_token_ms": 1000.0}, {"ready_ms": 4900.0, "first_token_ms": 5000.0}],
+             "tjs": [{"ready_ms": 1900.0, "first_token_ms": 2500.0}, {"ready_ms": 1000.0, "first_token_ms": 1500.0}]}
+    row = run.summarize("llama2c-15m", model, "fp32", 1, None, fake_page(TOKENS, 400.0, 3000.0),
+                        fake_page(TOKENS, 250.0, 2000.0), [], extra)
+    assert row["browser_cold_first_token_ms"] == 3000.0 and row["tjs_cold_first_token_ms"] == 2000.0
+    assert row["browser_cold_ready_ms"] == 2950.0 and row["tjs_cold_ready_ms"] == 1900.0
+    assert row["cold_loads"]["browser_first_token_ms"] == [3000.0, 1000.0, 5000.0]
+
+
+def test_memory_bound_applies_to_files_bigger_than_the_cache():
+    res = {"machine": {"memory_read_gb_s": 20.0, "l3_cache_bytes": 32 * 2 ** 20}}
+    assert report.memory_bound(res, {"variant_bytes": 50e6}) == pytest.approx(400.0)
+    assert report.memory_bound(res, {"variant_bytes": 16e6}) is None  # fits the cache: no such bound
+    assert report.memory_bound({"machine": {}}, {"variant_bytes": 50e6}) is None
