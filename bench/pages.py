@@ -60,6 +60,7 @@ class Browser:
     """One headless Chromium (Debian's), launched with a marker so its renderer processes can be found."""
 
     def __init__(self, playwright, extra_args: tuple[str, ...] = ()):
+        self.playwright, self.extra_args = playwright, extra_args
         self.marker = f"--pocketlm-bench={uuid.uuid4().hex}"
         self.browser = playwright.chromium.launch(executable_path=CHROMIUM,
                                                   args=CHROMIUM_ARGS + list(extra_args) + [self.marker])
@@ -114,6 +115,11 @@ class Browser:
                     "page_errors": errors[:3]}
         finally:
             context.close()
+
+    def fresh(self) -> "Browser":
+        """This browser closed and a new one launched (nothing of earlier pages left running)."""
+        self.close()
+        return Browser(self.playwright, self.extra_args)
 
     def close(self):
         self.browser.close()
