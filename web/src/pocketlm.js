@@ -21,7 +21,7 @@
   const THREADS_WHEN_ISOLATED = SITE.threads_when_isolated;
   // Pyodide's memory snapshot (Python booted, pocketlm imported; made by make site): the worker
   // restores it instead of starting Python. On file:// the page keeps the embedded gzip bytes (6 MB,
-  // not 31) and each worker decompresses its copy; over http it is fetched raw (measured faster on
+  // not 31) and unzips a copy for each worker it starts; over http it is fetched raw (measured faster on
   // localhost than a .gz plus gunzip; README). Optional: without it the worker starts Python plainly.
   const SNAPSHOT = "vendor/pyodide/pyodide.snapshot";
   const OPTIONAL = new Set([SNAPSHOT]);
@@ -380,18 +380,28 @@
   async function startWorker(model, src, manifestText, variant, threads, timeoutMs, progress, warmup) {
     const manifest = JSON.parse(manifestText);
     const v = manifest.variants[variant], tokFile = manifest.tokenizer.file;
+    const url = workerURL();  // first: on file:// it is one more script to decode, and the worker starts when it is in
     progress.expect("model", v.bytes + src.size(tokFile));
     const modelFiles = Promise.all([tokFile, v.file].map((f) => src.read(f, (n) => progress.add("model", n))));
     modelFiles.catch(() => {});
     const parts = fetchRuntime(progress);
-    const worker = new Worker(await workerURL(), { type: "module", name: "pocketlm" });
+    const worker = new Worker(await url, { type: "module", name: "pocketlm" });
     model.attach(worker);
     model.onPhase = (msg) => progress.report(msg.phase, msg.message);
     try {
       // each runtime boots as soon as its own files are in; the timeout counts the worker's time, not the download's
-      const boot = (type, part, extra) => part.then((runtime) => {
+      const boot = (type, part, extra) => part.then(async (runtime) => {
         const files = {};
-        for (const [path, key] of Object.entries(WORKER_KEYS)) if (runtime[path]) files[key] = runtime[path].slice().buffer;
+        for (const [path, key] of Object.entries(WORKER_KEYS)) {
+          const bytes = runtime[path];
+          if (!bytes) continue;
+          // the snapshot is kept gzipped (file://) and unzipped here, on the page's thread, while the worker
+          // boots onnxruntime on another core (unzipped in the worker it came after that: ~0.3 s later; README)
+          const gz = path === SNAPSHOT && bytes[0] === 0x1f && bytes[1] === 0x8b;
+          // a copy either way: the worker takes it (transfer). Bytes that do not unzip go as they are: the
+          // worker then fails to restore them and starts Python the plain way, saying why (python_note).
+          files[key] = (gz ? await gunzip(bytes).catch(() => bytes.slice()) : bytes.slice()).buffer;
+        }
         const what = type === "boot-onnx" ? "Starting the ONNX runtime" : "Starting the Python runtime";
         return withTimeout(model.send(type, { files, ...extra(runtime) }, Object.values(files)), timeoutMs, what);
       });
