@@ -205,20 +205,25 @@ class FakeCache:
 def test_ban_token_reruns_only_when_the_head_picks_the_banned_token():
     calls = []
 
-    async def forward(ids, cache, want="logits"):  # token 2 (<eos>) wins, then 3; the row says 2, then 1
+    async def forward(ids, cache, want="logits"):  # the head: 2 (<eos>) first, then 3; rows: 2 tops the first only
         calls.append(want)
         cache.length += len(ids)
         if want == "argmax":
             return Greedy(2 if len(calls) == 1 else 3, 0.0)
-        return [0.0, 1.0, 5.0, 0.5]
+        return [0.0, 1.0, 5.0 if len(calls) == 2 else 0.0, 0.5]
 
     forward.head_aware = True
     banned = ban_token(forward, 2)
     assert uses_head(banned) and not uses_head(ban_token(logits_only(forward), 2))
     cache = FakeCache()
-    out = asyncio.run(banned([1, 1], cache, want="argmax"))
-    assert out[2] == EOS_BAN and calls == ["argmax", "logits"] and cache.length == 2  # rolled back, run again
-    assert asyncio.run(banned([1], cache, want="argmax")) == Greedy(3, 0.0) and cache.length == 3
+    out = asyncio.run(banned([1, 1], cache, want="argmax"))  # rolled back, run again for the row: 2 banned -> 1
+    assert out == Greedy(1, 1.5 + EOS_BAN) and calls == ["argmax", "logits"] and cache.length == 2
+    assert asyncio.run(banned([1], FakeCache(), want="logits"))[2] == EOS_BAN  # a row asked for: the row, banned
+    # the banned token topped a recent row: the next greedy steps ask for rows directly (one run each) until
+    # the moving average of "it topped the row" falls below ROWS_WHEN_BANNED_TOPS again
+    steps = [asyncio.run(banned([1], cache, want="argmax")) for _ in range(3)]
+    assert calls[3:] == ["logits", "logits", "argmax"] and cache.length == 5
+    assert steps == [Greedy(1, 1.5 + EOS_BAN)] * 2 + [Greedy(3, 0.0)]
     calls.clear()
-    r = asyncio.run(generate(banned, FakeCache(), [1], SamplingOptions(max_new_tokens=2), eos_id=2))
-    assert r.token_ids == [1, 3] and r.stats["head_steps"] == 1
+    r = asyncio.run(generate(ban_token(forward, 2), FakeCache(), [1], SamplingOptions(max_new_tokens=3), eos_id=2))
+    assert r.token_ids == [1, 1, 1] and calls == ["argmax", "logits", "logits", "logits"]

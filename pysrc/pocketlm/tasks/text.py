@@ -29,6 +29,10 @@ from ..tokenizer import replace_lone_surrogates
 FORMAT = "text-v1"
 # Added to <eos>'s logit under ignore_eos: finite (the sampler's fast path stays on), yet below any real logit.
 EOS_BAN = -1.0e30
+# ban_token: above this share of recent rows topped by the banned token, ask for rows, not the greedy head.
+# A head step whose token is banned costs a second run; a row costs its logits' copy and a scan in Python,
+# about a tenth of a run at these sizes (make bench's per-token breakdown): break-even near 0.1-0.15.
+ROWS_WHEN_BANNED_TOPS = 0.15
 
 
 def prompt_ids(tokenizer, text: str, *, bos_id: int, max_seq_len: int, reserve: int) -> tuple[list[int], int]:
@@ -44,29 +48,49 @@ def ban_token(forward, token_id: int):
 
     With a head-aware `forward` (pocketlm.generate) it stays head-aware: a greedy token other than
     `token_id` is what the banned row's argmax would be too (banning only lowers that one logit, and
-    on a tie with a lower id the head already answers the lower id); when the head picks `token_id`
-    (rare), the same tokens are run again for the row, which is banned and sampled as usual.
+    on a tie with a lower id the head already answers the lower id); when the head picks `token_id`,
+    the same tokens are run again for the row, banned, and its greedy token is answered as the head
+    would (`Greedy`: ties -> lowest id, the row's sum). When the banned token has topped many recent
+    rows (a moving average above ROWS_WHEN_BANNED_TOPS), greedy steps ask for the row directly: one run
+    a step, not two, for a model that keeps wanting to stop (a trained reminder-extract generating
+    past its JSON wants <eos> at about every other step).
     """
+    tops = 0.0  # moving average: how often the banned token topped the recent rows
 
     async def banned(ids, cache, want="logits"):
-        if want == "argmax":  # only asked when `forward` is head-aware (generate.uses_head)
+        nonlocal tops
+        if want != "argmax":
+            return _set(await forward(ids, cache), token_id, EOS_BAN)
+        if tops < ROWS_WHEN_BANNED_TOPS:  # only asked when `forward` is head-aware (generate.uses_head)
             out = await forward(ids, cache, want="argmax")
-            if isinstance(out, Greedy) and out.token != token_id:
+            if not isinstance(out, Greedy):  # a graph without the head answered with the row
+                return _set(out, token_id, EOS_BAN)
+            tops = 0.8 * tops + 0.2 * (out.token == token_id)
+            if out.token != token_id:
                 return out
-            if isinstance(out, Greedy):  # the banned token won: run the same tokens again for the row
-                cache.truncate(cache.length - len(ids))
-                out = await forward(ids, cache)
+            cache.truncate(cache.length - len(ids))  # the banned token won: the same tokens again, for the row
+            row = _as_list(await forward(ids, cache))
         else:
-            out = await forward(ids, cache)
-        try:
-            out[token_id] = EOS_BAN
-        except TypeError:  # a read-only view (e.g. a memoryview over JS memory): take a copy
-            out = out.tolist() if hasattr(out, "tolist") else list(out)
-            out[token_id] = EOS_BAN
-        return out
+            row = _as_list(await forward(ids, cache))
+            tops = 0.8 * tops + 0.2 * (row[token_id] >= max(row))
+        row[token_id] = EOS_BAN
+        return Greedy(row.index(max(row)), sum(row))  # a NaN/inf makes the sum not finite: generate re-asks
 
     banned.head_aware = uses_head(forward)
     return banned
+
+
+def _as_list(row) -> list[float]:
+    return row.tolist() if hasattr(row, "tolist") else list(row)
+
+
+def _set(row, index: int, value: float):
+    try:
+        row[index] = value
+    except TypeError:  # a read-only view (e.g. a memoryview over JS memory): take a copy
+        row = _as_list(row)
+        row[index] = value
+    return row
 
 
 class TextGenerator:
