@@ -143,6 +143,7 @@ async def generate(
             break
         if decode_bytes is not None:
             raw += decode_bytes([token])
+        if decode_bytes is not None and (options.stop or on_token is not None):  # else: the text is decoded once, below
             text = _visible_text(raw, skip_bytes, final=False)
             cut = _first_stop(text, options.stop)
             end = len(text) if cut is None else cut

@@ -283,7 +283,8 @@
       const onAbort = () => this.worker.postMessage({ type: "abort", id });
       if (signal) signal.addEventListener("abort", onAbort, { once: true });
       try {
-        const result = await this.request("generate", { prompt, options: rest, onToken }, [], id);
+        // stream: whether the worker posts each token (a page that did not ask for them saves a message a token)
+        const result = await this.request("generate", { prompt, options: rest, stream: Boolean(onToken), onToken }, [], id);
         result.stats.load_ms = this.stats.load_ms;
         result.stats.latency_ms = performance.now() - t0;
         return result;

@@ -10,7 +10,8 @@
 //   {type: "load", id, manifestText, tokenizerText,    {type: "done", id, value: {variant, ms, warm}}
 //           variant, digests, onnx, warmup}             then, once the idle-time warm-up is over:
 //                                                      {type: "warm", value: {steps, ms, runs, mode, elapsed_ms}}
-//   {type: "generate", id, prompt, options}            {type: "token", id, token_id, text}, {type: "done", id, value: result}
+//   {type: "generate", id, prompt, options, stream}    {type: "token", id, token_id, text} (unless stream is false),
+//                                                      {type: "done", id, value: result}
 //   {type: "abort", id}                                (while loading) {type: "progress", phase, message}
 // A failure answers {type: "error", id, message}: one line, for the page to show.
 // The page sends each boot as soon as that runtime's files have arrived (the other may still be
@@ -241,7 +242,7 @@ async function warmUpWhileIdle() {
 
 async function generate(msg) {
   if (!session) throw new Error("no model is loaded");
-  const onToken = (tokenId, text) => postMessage({ type: "token", id: msg.id, token_id: tokenId, text });
+  const onToken = msg.stream === false ? undefined : (tokenId, text) => postMessage({ type: "token", id: msg.id, token_id: tokenId, text });
   timing = new StepTiming();
   const cancelled = () => { timing.checked(); return aborted.has(msg.id); };
   try {
