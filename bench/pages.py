@@ -137,15 +137,21 @@ def vm_hwm(pid: int) -> int | None:
     return None
 
 
+def page_args(name: str, variant: str, threads: int, prompts: dict, warmup: str, opts: dict = GEN) -> dict:
+    """OURS_JS's arguments for a bench model over http, before the timed runs (none yet)."""
+    return {"manifest": f"/bench-models/{name}/manifest.json", "variant": variant, "threads": threads,
+            "prompt": prompts[PROMPT_TOKENS]["text"], "opts": opts, "ownTask": None, "warmup": warmup,
+            "runs": 0, "prefill": []}
+
+
 def ours_http(br: Browser, base: str, name: str, variant: str, threads: int, prompts: dict, runs: int, warm: bool,
               warmup: str = "idle") -> dict:
     """The page: a cold load with the first (correctness) generation; the timed runs after a reload when
     `warm` (cold and warm load figures), else in the same cold page. `warmup`: pocketlm.load's option."""
-    args = {"manifest": f"/bench-models/{name}/manifest.json", "variant": variant, "threads": threads,
-            "prompt": prompts[PROMPT_TOKENS]["text"], "opts": GEN, "ownTask": None, "warmup": warmup}
+    args = page_args(name, variant, threads, prompts, warmup)
     timed = {**args, "runs": runs, "prefill": [[n, prompts[n]["text"]] for n in PREFILL_LENGTHS]}
     if warm:
-        return br.measure(f"{base}/index.html?autoload=0", OURS_JS, {**args, "runs": 0, "prefill": []}, timed)
+        return br.measure(f"{base}/index.html?autoload=0", OURS_JS, args, timed)
     return br.measure(f"{base}/index.html?autoload=0", OURS_JS, timed)
 
 
@@ -156,8 +162,7 @@ def cold_loads(br: Browser, base: str, name: str, dtype: str | None, prompts: di
     out = {"ours": [], "tjs": []}
     short = {**GEN, "max_new_tokens": 8}
     for _ in range(n):
-        args = {"manifest": f"/bench-models/{name}/manifest.json", "variant": "fp32", "threads": 1, "runs": 0, "prefill": [],
-                "prompt": prompts[PROMPT_TOKENS]["text"], "opts": short, "ownTask": None, "warmup": warmup, "coldOnly": True}
+        args = {**page_args(name, "fp32", 1, prompts, warmup, opts=short), "coldOnly": True}
         out["ours"].append(br.measure(f"{base}/index.html?autoload=0", OURS_JS, args)["cold"])
         if dtype:
             targs = {"name": name, "dtype": dtype, "threads": 1, "ids": prompts[PROMPT_TOKENS]["ids"], "newTokens": 8,

@@ -219,7 +219,7 @@ def markdown(results: dict, history: list[dict]) -> str:
                  f"{fmt(memory_bound(results, r), none='– (fits L3)')} |")
     m = results.get("machine", {})
     if m.get("memory_read_gb_s"):
-        L += ["", f"Memory bound: one core reads {m['memory_read_gb_s']:.1f} GB/s from memory on this machine (bench/run.py "
+        L += ["", f"Memory bound: one core reads {m['memory_read_gb_s']:.1f} GB/s from memory on this machine (bench/machine.py "
               f"memory_read_gb_s) and a decode step reads every weight once, so a variant file larger than the "
               f"{mb(m.get('l3_cache_bytes'))} MB L3 cache cannot decode faster than bandwidth / file bytes at one thread, "
               "whatever the runtime's kernels."]

@@ -155,8 +155,8 @@ def build(out: str, model_dirs: list[str]) -> dict:
                 schemas[file[:-4]] = f.read()
     config = {
         "assets": {p: len(b) for p, b in sorted(files.items())},
-        # Subresource integrity for what the page fetches over http (web/src/pocketlm.js passes it to fetch,
-        # which refuses a file that differs); models are checked against their manifest's sha256 instead.
+        # sha256 of what the page fetches over http (web/src/pocketlm.js checks each runtime file against it
+        # before use, and refuses one that differs); models are checked against their manifest's sha256.
         "integrity": {p: "sha256-" + base64.b64encode(hashlib.sha256(b).digest()).decode("ascii")
                       for p, b in sorted(files.items()) if not p.startswith("models/")},
         "models": models,

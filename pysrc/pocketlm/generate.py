@@ -143,16 +143,16 @@ async def generate(
             break
         if decode_bytes is not None:
             raw += decode_bytes([token])
-        if decode_bytes is not None and (options.stop or on_token is not None):  # else: the text is decoded once, below
-            text = _visible_text(raw, skip_bytes, final=False)
-            cut = _first_stop(text, options.stop)
-            end = len(text) if cut is None else cut
-            if on_token is not None and end > shown:
-                on_token(token, text[shown:end])
-            shown = max(shown, end)
-            if cut is not None:
-                stop_reason = "stop_string"
-                break
+            if options.stop or on_token is not None:  # else nothing reads the text before the end: decoded once, below
+                text = _visible_text(raw, skip_bytes, final=False)
+                cut = _first_stop(text, options.stop)
+                end = len(text) if cut is None else cut
+                if on_token is not None and end > shown:
+                    on_token(token, text[shown:end])
+                shown = max(shown, end)
+                if cut is not None:
+                    stop_reason = "stop_string"
+                    break
         elif on_token is not None:
             on_token(token, "")
         if len(generated) >= options.max_new_tokens:

@@ -1,5 +1,5 @@
-"""Integrity of what the page loads (issue 7 item 2): over http every runtime asset is fetched with the
-subresource-integrity hash make site recorded (site-config.js), so a site file changed after the build —
+"""Integrity of what the page loads (issue 7 item 2): over http every runtime asset is checked against the
+sha256 make site recorded (site-config.js) before use, so a site file changed after the build —
 one flipped byte — is refused, with a message naming the file. Model files are checked against their
 manifest's sha256 by pocketlm itself, in the page and natively (test_page_ui.py, test_model_from_disk.py,
 tests/test_cli.py "corrupt-onnx")."""
