@@ -10,7 +10,7 @@ EVAL_ARGS ?=
 PORT ?= 8000
 export PYTHONPATH := $(CURDIR)/pysrc:$(CURDIR)
 
-.PHONY: demo test export eval golden setup clean-venv site serve measure-page bench-constraint bench soak
+.PHONY: demo test export eval golden setup clean-venv site serve measure-page bench-constraint bench bench-ab soak
 
 $(VENV)/.installed: requirements.txt
 	$(PY) -m venv $(VENV)
@@ -86,6 +86,12 @@ soak: site
 
 bench: setup bench/js/node_modules/.installed $(VENV)/.bench-installed
 	$(PYTHON) -m bench $(BENCH_ARGS)
+
+# A change's effect, fairly on a machine whose speed drifts: the page of BASE (a commit) against the working
+# tree's, alternating cold loads (and decode runs with AB_ARGS=--runs 3). make bench-ab BASE=HEAD~1
+bench-ab: setup bench/js/node_modules/.installed $(VENV)/.bench-installed
+	@test -n "$(BASE)" || { echo "error: give the commit to compare against: make bench-ab BASE=<commit>" >&2; exit 2; }
+	$(PYTHON) -m bench.ab --base $(BASE) $(AB_ARGS)
 
 # Serve site/ on 127.0.0.1 with the cross-origin isolation headers onnxruntime-web needs for threads.
 serve: site

@@ -32,7 +32,7 @@ OURS_JS = """async ({manifest, variant, threads, prompt, opts, runs, prefill, ow
     const o1 = ownTask ? {...ownTask[1]} : opts;
     const first = await m.generate(ownTask ? ownTask[0] : prompt,
                                    {...o1, onToken: () => { if (firstAt === null) firstAt = performance.now(); }});
-    if (coldOnly) return {ready_ms: ready, first_token_ms: firstAt ?? performance.now()};  // a repeat cold load
+    if (coldOnly) return {ready_ms: ready, first_token_ms: firstAt ?? performance.now(), load_stats: m.stats};  // a repeat cold load
     const warm = await m.warmedUp;  // the idle-time warm-up, which the first generation interrupted, is over
     const after = await m.generate(ownTask ? ownTask[0] : prompt, o1);
     const res = {ready_ms: ready, first_token_ms: firstAt ?? performance.now(), tokens: first.token_ids,

@@ -48,8 +48,10 @@ class BenchHandler(SiteHandler):
         return super().translate_path(path)
 
 
-def start(site: str, work: str) -> tuple[http.server.ThreadingHTTPServer, str]:
-    """Serve on 127.0.0.1 (a free port) in a daemon thread; returns (server, base URL)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(BenchHandler, mounts=mounts(site, work)))
+def start(site: str, work: str, extra: dict[str, str] | None = None) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """Serve on 127.0.0.1 (a free port) in a daemon thread; returns (server, base URL). `extra`: more
+    prefix -> folder mounts, matched before the site's "/" (bench/ab.py serves a second page at /base/)."""
+    handler = functools.partial(BenchHandler, mounts={**(extra or {}), **mounts(site, work)})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"

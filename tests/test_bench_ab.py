@@ -1,0 +1,52 @@
+"""make bench-ab's logic that does not need a browser: the alternating order, the summary, a clear error
+for an unknown BASE, and the base page built from a commit's own sources."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from bench import ab
+from bench.run import BenchError
+
+
+def test_rounds_alternate_which_build_goes_first():
+    order = ab.rounds(4)
+    assert order == [("base", "now"), ("now", "base"), ("base", "now"), ("now", "base")]
+    assert sum(o[0] == "base" for o in order) == sum(o[0] == "now" for o in order)
+
+
+def test_summarize_takes_medians_and_the_ratio():
+    rows = ab.summarize({"base": {"ready_ms": [3000.0, 1000.0, 2000.0], "tokens_per_s": [500.0, 700.0]},
+                         "now": {"ready_ms": [1000.0, 900.0, 1100.0], "tokens_per_s": [900.0, 700.0]}})
+    by = {r["metric"]: r for r in rows}
+    assert by["ready_ms"]["base"] == 2000.0 and by["ready_ms"]["now"] == 1000.0 and by["ready_ms"]["ratio"] == 0.5
+    assert by["tokens_per_s"]["ratio"] == round(800.0 / 600.0, 3)
+    assert by["ready_ms"]["base_runs"] == [3000.0, 1000.0, 2000.0]
+    assert "| x | ready_ms | 2000 (3000, 1000, 2000) | 1000 (1000, 900, 1100) | 0.5 |" in \
+        ab.table({"base": "0" * 40, "loads": 3, "models": {"x": rows}})
+
+
+@pytest.mark.parametrize("bad", ["no-such-ref-anywhere", "0" * 40])
+def test_an_unknown_base_is_a_clear_error(bad):
+    with pytest.raises(BenchError, match="is not a commit of this repository.*make bench-ab BASE=HEAD~1"):
+        ab.resolve(bad)
+
+
+def test_cli_rejects_unknown_models(capsys):
+    assert ab.main(["--base", "HEAD", "--models", "gpt-5"]) == 2
+    assert "unknown model(s) ['gpt-5']" in capsys.readouterr().err
+
+
+def test_base_site_is_built_from_the_commits_sources(tmp_path):
+    head = ab.resolve("HEAD")
+    out = ab.build_base_site(head, str(tmp_path))
+    assert os.path.basename(out) == f"site-{head[:12]}"
+    with open(os.path.join(out, "site-config.js")) as f:
+        config = json.loads(f.read().split("=", 1)[1].strip().rstrip(";"))
+    committed = subprocess.run(["git", "show", f"{head}:web/src/worker.mjs"], cwd=ab.ROOT, capture_output=True).stdout
+    with open(os.path.join(out, "worker.mjs"), "rb") as f:
+        assert f.read() == committed  # the commit's page code, not the working tree's
+    assert "vendor/pyodide/pyodide.snapshot" in config["assets"]
+    assert ab.build_base_site(head, str(tmp_path)) == out  # kept: a second run reuses it
