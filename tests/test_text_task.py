@@ -117,3 +117,28 @@ def test_text_task_is_standard_library_only():
             "and m.split('.')[0] != 'pocketlm'))" % os.path.join(ROOT, "pysrc"))
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_warm_up_is_greedy_even_when_the_manifest_samples(parts):
+    """The page's check before ready (session.warm_up) asks the graph's greedy head at every step: a
+    sampled step would scan the whole row in Python (~0.45 s of a 32 000-token model's cold load)."""
+    manifest, tokenizer, backend = parts
+    sampled = dataclasses.replace(manifest, sampling={"temperature": 1.0, "top_p": 0.9, "max_new_tokens": 64})
+    wants = []
+
+    class Recording:
+        def new_cache(self):
+            return backend.new_cache()
+
+        async def forward(self, ids, cache, want="logits"):
+            wants.append(want)
+            return await backend.forward(ids, cache, want)
+
+    Recording.forward.head_aware = True
+    assert backend.has_head
+    assert asyncio.run(ModelSession(sampled, tokenizer, Recording()).warm_up()) is True
+    assert wants and set(wants) == {"argmax"}
+    # the same session samples as its manifest says when asked: full rows, not the head
+    wants.clear()
+    asyncio.run(ModelSession(sampled, tokenizer, Recording()).generate("", {"max_new_tokens": 4, "seed": 1}))
+    assert "logits" in wants
