@@ -11,7 +11,7 @@ import pytest
 
 from pocketlm.constraints import TokenBytesIndex
 from pocketlm.generate import generate
-from pocketlm.json_constraint import JsonConstraint
+from pocketlm.json_constraint import CLOSE_SHARE, JsonConstraint
 from pocketlm.json_schema import compile_schema
 from pocketlm.sampler import SamplingOptions
 
@@ -57,6 +57,16 @@ def test_a_confident_close_is_kept():
     allowed = c.allowed()
     logits = logits_with(close=0.6, the=0.1, tha=0.2)
     assert c.narrow(logits, allowed) == allowed
+
+
+def test_a_bare_majority_for_closing_is_not_enough():
+    """Closing needs CLOSE_SHARE (0.6) of the mass: at 0.55 the value stays open, at 0.65 it closes."""
+    assert CLOSE_SHARE == 0.6
+    c = constraint_after([b'{"reminder": "', b"walk"])
+    allowed = c.allowed()
+    narrowed = c.narrow(logits_with(close=0.55, the=0.1, tha=0.2), allowed)
+    assert ID[b" the"] in narrowed and ID[b'"}'] not in narrowed
+    assert c.narrow(logits_with(close=0.65, the=0.1, tha=0.2), allowed) == allowed
 
 
 def test_nothing_changes_when_the_best_allowed_token_goes_on():
