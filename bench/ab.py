@@ -11,7 +11,7 @@ Per model: cold loads (navigation -> ready -> first token of an 8-token generati
 breakdown, `model.stats`) and, with --runs > 0, decode tokens/s of 128-token greedy generations in one
 warm page per round. Prints a Markdown table (medians, with every run) and writes runs/bench-ab/<time>.json.
 
-    python -m bench.ab --base COMMIT [--models llama2c-15m,sql-autocomplete] [--loads 5] [--runs 3]
+    python -m bench.ab --base COMMIT [--models llama2c-15m,sql-autocomplete] [--loads 5] [--runs 3] [--options JSON]
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def run(args) -> dict:
             for name in args.models:
                 samples = {"base": {}, "now": {}}
                 short = page_args(name, "fp32", 1, prompts[name], "idle", opts={**GEN, "max_new_tokens": 8})
-                timed = {**page_args(name, "fp32", 1, prompts[name], "idle"), "runs": args.runs}
+                timed = {**page_args(name, "fp32", 1, prompts[name], "idle", opts={**GEN, **args.options}), "runs": args.runs}
                 for r, order in enumerate(rounds(args.loads)):
                     log(f"{name}: round {r + 1}/{args.loads} ({' then '.join(order)})")
                     for build in order:
@@ -137,12 +137,14 @@ def run(args) -> dict:
             br.close()
     finally:
         server.shutdown()
-    return {"base": commit, "now": "working tree", "loads": args.loads, "runs": args.runs, "models": results}
+    return {"base": commit, "now": "working tree", "loads": args.loads, "runs": args.runs, "options": args.options,
+            "models": results}
 
 
 def table(report: dict) -> str:
     lines = [f"A/B: base {report['base'][:12]} vs the working tree; {report['loads']} alternating rounds, "
-             "fp32, one thread, medians (every run in brackets)", "",
+             "fp32, one thread, medians (every run in brackets)"
+             + (f"; decode options {json.dumps(report['options'])}" if report.get("options") else ""), "",
              "| model | figure | base | now | now / base |", "|---|---|---|---|---|"]
     for name, rows in report["models"].items():
         for row in rows:
@@ -160,7 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loads", type=int, default=5, help="alternating rounds per model (default 5)")
     parser.add_argument("--runs", type=int, default=0,
                         help="timed 128-token generations per round for decode tok/s (default 0: cold loads only)")
+    parser.add_argument("--options", default="{}",
+                        help='generation options over the bench\'s greedy ones for the decode runs, as JSON, e.g. '
+                             '\'{"temperature": 1.0, "top_p": 0.9, "seed": 1}\' (sampled decoding)')
     args = parser.parse_args(argv)
+    try:
+        args.options = json.loads(args.options)
+        if not isinstance(args.options, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        print(f"error: --options must be a JSON object of generation options ({e})", file=sys.stderr)
+        return 2
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in args.models if m not in ALL_MODELS]
     if unknown or args.loads < 1 or args.runs < 0:

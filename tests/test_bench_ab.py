@@ -50,3 +50,8 @@ def test_base_site_is_built_from_the_commits_sources(tmp_path):
         assert f.read() == committed  # the commit's page code, not the working tree's
     assert "vendor/pyodide/pyodide.snapshot" in config["assets"]
     assert ab.build_base_site(head, str(tmp_path)) == out  # kept: a second run reuses it
+
+
+def test_cli_rejects_options_that_are_not_a_json_object(capsys):
+    assert ab.main(["--base", "HEAD", "--options", "[1]"]) == 2
+    assert "--options must be a JSON object" in capsys.readouterr().err

@@ -104,3 +104,28 @@ def test_from_dict_rejects_unknown_keys_and_accepts_a_single_stop_string():
 def test_broken_logits_are_an_error_not_a_token(bad):
     with pytest.raises(SamplingError, match="invalid logit"):
         Sampler(SamplingOptions()).sample([0.0, bad, 1.0])
+
+
+
+def _cases():
+    """Logits (wide and narrow spreads, many ties, a 32 000-token row, tokens on both sides of the gap)
+    x options x seeds."""
+    import random
+
+    rng = random.Random(11)
+    rows = [[rng.gauss(0, scale) for _ in range(size)] for size, scale in ((7, 1.0), (300, 0.2), (2000, 3.0), (2000, 30.0))]
+    rows.append([float(rng.randrange(4)) for _ in range(500)])  # ties everywhere: lowest id first
+    rows.append([rng.gauss(0, 17.0) for _ in range(32000)])  # a random-weight model's spread
+    rows.append([0.0] * 50 + [40.0, 39.5, 0.5])  # one token holds nearly all the mass; two just inside the gap
+    options = [dict(temperature=t, top_p=p, min_p=m) for t, p, m in
+               ((1.0, 1.0, 0.0), (1.0, 0.9, 0.0), (0.5, 0.3, 0.0), (1.7, 1.0, 0.05), (1.0, 0.9, 0.05), (25.0, 1.0, 0.0))]
+    return [(r, o) for r in rows for o in options]
+
+
+@pytest.mark.parametrize("row, opts", _cases())
+def test_sampling_the_whole_vocabulary_draws_what_the_full_sort_draws(row, opts):
+    """Without a mask, sample() sorts only the tokens within NEGLIGIBLE_GAP of the best; with `allowed`
+    it sorts every candidate. The same seed must draw the same tokens either way."""
+    fast, full = Sampler(SamplingOptions(seed=5, **opts)), Sampler(SamplingOptions(seed=5, **opts))
+    everything = range(len(row))
+    assert [fast.sample(row) for _ in range(20)] == [full.sample(row, allowed=everything) for _ in range(20)]
