@@ -30,7 +30,7 @@ import zipfile
 import jinja2
 
 from webtools.csp import CONTENT_SECURITY_POLICY
-from webtools.pyodide_snapshot import SnapshotError, snapshot_bytes
+from webtools.pyodide_snapshot import SnapshotError, snapshot_bytes, sparse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEB = os.path.join(ROOT, "web")
@@ -59,11 +59,12 @@ VENDOR_REWRITES = {
 # Measured (README, "Threads"): one ORT thread decodes these models fastest even when isolated.
 THREADS_WHEN_ISOLATED = 1
 # The Pyodide memory snapshot (webtools/pyodide_snapshot.py): Python booted with pocketlm imported,
-# made from the exact pocketlm.zip bytes below (31 MB; embedded for file:// like every asset, 8.2 MB
-# as base64 of gzip). Over http the page fetches it raw: measured on make serve (localhost), fetching
-# 31 MB beat fetching a 6 MB .gz and gunzipping it in the page/worker by ~0.3-0.4 s; a real web
-# server would compress it on the wire (Content-Encoding) and the browser decodes that natively.
-SNAPSHOT = "vendor/pyodide/pyodide.snapshot"
+# made from the exact pocketlm.zip bytes below, shipped without its all-zero pages (`sparse`: 31 -> 15 MB;
+# the page puts them back with a copy, web/src/pocketlm.js `unsparse`) and embedded for file:// like every
+# asset. Not gzipped over http: measured on make serve (localhost), fetching 31 MB beat fetching a 6 MB
+# .gz and gunzipping it in the page (~0.25 s for 31 MB) or the worker by ~0.3-0.4 s; a real web server
+# would compress it on the wire (Content-Encoding) and the browser decodes that natively.
+SNAPSHOT = "vendor/pyodide/pyodide.snapshot.sparse"
 
 
 class BuildError(Exception):
@@ -133,7 +134,8 @@ def build(out: str, model_dirs: list[str]) -> dict:
     files["vendor/pyodide/pyodide-lock.json"] = minimal_lock()
     files["py/pocketlm.zip"] = pocketlm_zip()
     try:
-        files[SNAPSHOT], _ = snapshot_bytes(files["py/pocketlm.zip"], pyodide_dir=os.path.join(NODE, "pyodide"))
+        snapshot, _ = snapshot_bytes(files["py/pocketlm.zip"], pyodide_dir=os.path.join(NODE, "pyodide"))
+        files[SNAPSHOT] = sparse(snapshot)
     except SnapshotError as e:
         raise BuildError(str(e)) from None
     for name in PAGE_FILES + WORKER_FILES:

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,35 @@ def make_snapshot(zip_file: str, out: str, *, pyodide_dir: str = PYODIDE, zip_pa
         raise SnapshotError(f"making the Pyodide snapshot failed: {lines[0].removeprefix('error: ')}"
                             + (f" ({lines[-1].strip()})" if len(lines) > 1 else ""))
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# The snapshot as the site ships it: a Pyodide memory image is half all-zero pages (31 MB, 15 MB of
+# them not zero), so the site leaves those out and the page (web/src/pocketlm.js `unsparse`) puts them
+# back. Little-endian u32s: magic "PLSS", version 1, total bytes, page size, run count; then per run of
+# kept pages (first page, page count); then the kept pages' bytes, in order.
+SPARSE_MAGIC, SPARSE_VERSION, PAGE = b"PLSS", 1, 4096
+
+
+def sparse(data: bytes, page: int = PAGE) -> bytes:
+    """`data` without its all-zero pages (see SPARSE_MAGIC).
+
+    >>> s = sparse(b"ab" + bytes(8) + b"c", page=2)  # pages: "ab", 0000, "c"
+    >>> s[:4], struct.unpack("<5I", s[:20])[1:], struct.unpack("<4I", s[20:36]), s[36:]
+    (b'PLSS', (1, 11, 2, 2), (0, 1, 5, 1), b'abc')
+    """
+    n_pages = (len(data) + page - 1) // page
+    zero = bytes(page)
+    runs: list[list[int]] = []
+    for i in range(n_pages):
+        chunk = data[i * page:(i + 1) * page]
+        if chunk != zero[:len(chunk)]:
+            if runs and runs[-1][0] + runs[-1][1] == i:
+                runs[-1][1] += 1
+            else:
+                runs.append([i, 1])
+    header = struct.pack("<4s4I", SPARSE_MAGIC, SPARSE_VERSION, len(data), page, len(runs))
+    table = b"".join(struct.pack("<2I", first, count) for first, count in runs)
+    return header + table + b"".join(data[first * page:(first + count) * page] for first, count in runs)
 
 
 def snapshot_bytes(pocketlm_zip: bytes, **kwargs) -> tuple[bytes, dict]:

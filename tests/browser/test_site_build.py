@@ -101,21 +101,49 @@ def test_served_files_carry_the_isolation_headers_and_wasm_type(server):
             assert r.headers["Cross-Origin-Resource-Policy"] == "same-origin"
 
 
-def test_the_site_carries_a_pyodide_snapshot_and_its_embed(site_dir):
-    """make site restores Python from a memory snapshot (webtools/pyodide_snapshot.py) made from the
-    site's own pocketlm.zip; it is listed in site-config.js and embedded for file:// like every asset."""
+def unsparse(data: bytes) -> bytes:
+    """The image back from webtools.pyodide_snapshot.sparse's layout (the page's reader is
+    web/src/pocketlm.js `unsparse`; this one checks what the build wrote)."""
     import struct
 
-    path = os.path.join(site_dir, "vendor", "pyodide", "pyodide.snapshot")
+    magic, version, total, page, runs = struct.unpack_from("<4s4I", data, 0)
+    assert (magic, version) == (b"PLSS", 1)
+    out, at = bytearray(total), 20 + 8 * runs
+    for r in range(runs):
+        first, count = struct.unpack_from("<2I", data, 20 + 8 * r)
+        n = min(count * page, total - first * page)
+        out[first * page:first * page + n] = data[at:at + n]
+        at += n
+    assert at == len(data)
+    return bytes(out)
+
+
+def test_the_site_carries_a_pyodide_snapshot_and_its_embed(site_dir):
+    """make site restores Python from a memory snapshot (webtools/pyodide_snapshot.py) made from the
+    site's own pocketlm.zip, shipped without its all-zero pages; it is listed in site-config.js and
+    embedded for file:// like every asset."""
+    import struct
+
+    path = os.path.join(site_dir, "vendor", "pyodide", "pyodide.snapshot.sparse")
     with open(path, "rb") as f:
-        snap = f.read()
+        sparse = f.read()
+    snap = unsparse(sparse)
     header_bytes = struct.unpack_from("<I", snap, 4)[0]
     assert len(snap) % 4 == 0 and 16 <= header_bytes < len(snap)
     assert len(snap) - header_bytes >= 30 * 2**20  # the wasm heap: at least Pyodide's initial 30 MiB
-    with open(os.path.join(site_dir, "embed", "vendor", "pyodide", "pyodide.snapshot.js"), encoding="ascii") as f:
-        assert gzip.decompress(base64.b64decode(f.read().split('"')[3])) == snap
+    assert len(sparse) < 0.6 * len(snap)  # about half of the image is zero pages
+    with open(os.path.join(site_dir, "embed", "vendor", "pyodide", "pyodide.snapshot.sparse.js"), encoding="ascii") as f:
+        assert gzip.decompress(base64.b64decode(f.read().split('"')[3])) == sparse
     with open(os.path.join(site_dir, "site-config.js"), encoding="utf-8") as f:
-        assert f'"vendor/pyodide/pyodide.snapshot": {len(snap)}' in f.read()
+        assert f'"vendor/pyodide/pyodide.snapshot.sparse": {len(sparse)}' in f.read()
+
+
+@pytest.mark.parametrize("data", [b"", b"abc", bytes(9000), b"x" * 4096 + bytes(4096) + b"y", bytes(4096) + b"z"])
+def test_the_sparse_layout_gives_back_every_byte(data):
+    from webtools.pyodide_snapshot import sparse
+
+    assert unsparse(sparse(data)) == data
+    assert len(sparse(bytes(4096 * 100))) == 20  # all zero: a header, no pages
 
 
 def test_a_snapshot_that_cannot_be_made_fails_the_build_in_one_line(monkeypatch, tmp_path):

@@ -1,13 +1,15 @@
 """The page restores Python from the build's memory snapshot (test_page_runtime.py checks it does);
 when the snapshot is missing or corrupt it starts Python the plain way and still works, both ways of
-opening the page. The broken sites are symlink copies of the test site with the snapshot removed or
-its first bytes overwritten (the restore then refuses it: "invalid magic number")."""
+opening the page. The broken sites are symlink copies of the test site with the snapshot removed, its
+sparse header overwritten (the page cannot put its zero pages back) or the first bytes of its image
+overwritten (the page decodes it and Pyodide's restore refuses it: "invalid magic number")."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import struct
 import threading
 
 import pytest
@@ -16,7 +18,7 @@ from webtools.build_site import embed_script
 from webtools.serve import make_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SNAPSHOT = "vendor/pyodide/pyodide.snapshot"
+SNAPSHOT = "vendor/pyodide/pyodide.snapshot.sparse"
 with open(os.path.join(ROOT, "tests", "golden", "sql-autocomplete.json"), encoding="utf-8") as f:
     CASE = next(c for c in json.load(f)["cases"] if c["prefix"])
 with open(os.path.join(ROOT, "docs", CASE["schema_file"]), encoding="utf-8") as f:
@@ -30,7 +32,7 @@ LOAD = """async ([variant, prefix, schema]) => {
 }"""
 
 
-@pytest.fixture(scope="module", params=["missing", "corrupt"])
+@pytest.fixture(scope="module", params=["missing", "corrupt", "corrupt-image"])
 def broken_site(request, site_dir, tmp_path_factory):
     out = str(tmp_path_factory.mktemp(f"snapshot-{request.param}") / "site")
     shutil.copytree(site_dir, out, copy_function=os.symlink)
@@ -39,8 +41,10 @@ def broken_site(request, site_dir, tmp_path_factory):
         data = bytearray(f.read())
     os.remove(raw)
     os.remove(embed)
-    if request.param == "corrupt":
-        data[:64] = b"\xa5" * 64
+    if request.param.startswith("corrupt"):
+        runs = struct.unpack_from("<I", data, 16)[0]  # webtools.pyodide_snapshot.sparse's layout
+        at = 0 if request.param == "corrupt" else 20 + 8 * runs  # the header, or the image's first bytes
+        data[at:at + 64] = b"\xa5" * 64
         with open(raw, "wb") as f:
             f.write(data)
         with open(embed, "wb") as f:
@@ -59,14 +63,17 @@ def test_the_page_starts_python_plainly_without_a_usable_snapshot(page, broken_s
     page.goto(url + "?autoload=0")
     r = page.evaluate(LOAD, [CASE["variant"], CASE["prefix"], SCHEMA])
     assert r["stats"]["python_boot"] == "plain", r["stats"]
-    if kind == "corrupt" and how == "file":  # the worker's restore refuses it
+    if kind == "corrupt" and how == "file":  # the page cannot decode it
+        assert r["stats"]["python_note"] == (f"the snapshot could not be read ({SNAPSHOT}: it is not a sparse "
+                                             "snapshot of version 1 (rebuild the site with make site))"), r["stats"]
+    elif kind == "corrupt-image" and how == "file":  # the worker's restore refuses it
         assert "invalid magic number" in r["stats"]["python_note"], r["stats"]
-    elif kind == "corrupt":  # over http its integrity hash refuses it before the worker sees it
+    elif kind.startswith("corrupt"):  # over http its integrity hash refuses it before the worker sees it
         assert r["stats"]["python_note"].startswith("the snapshot could not be fetched (could not fetch "
-                                                    "vendor/pyodide/pyodide.snapshot"), r["stats"]
+                                                    f"{SNAPSHOT}"), r["stats"]
         assert "integrity hash" in r["stats"]["python_note"]
     else:  # missing: the page says why it could not send it
         assert r["stats"]["python_note"].startswith("the snapshot could not be fetched (")
-        assert "vendor/pyodide/pyodide.snapshot" in r["stats"]["python_note"], r["stats"]
+        assert SNAPSHOT in r["stats"]["python_note"], r["stats"]
     assert r["token_ids"] == CASE["token_ids"]
     assert not page.errors

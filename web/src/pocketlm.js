@@ -23,7 +23,7 @@
   // restores it instead of starting Python. On file:// the page keeps the embedded gzip bytes (6 MB,
   // not 31) and unzips a copy for each worker it starts; over http it is fetched raw (measured faster on
   // localhost than a .gz plus gunzip; README). Optional: without it the worker starts Python plainly.
-  const SNAPSHOT = "vendor/pyodide/pyodide.snapshot";
+  const SNAPSHOT = "vendor/pyodide/pyodide.snapshot.sparse";
   const OPTIONAL = new Set([SNAPSHOT]);
   const RUNTIME = {
     python: ["vendor/pyodide/pyodide.mjs", "vendor/pyodide/pyodide.asm.mjs", "vendor/pyodide/pyodide.asm.wasm",
@@ -47,6 +47,27 @@
   async function gunzip(bytes) {
     const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
     return new Uint8Array(await new Response(stream).arrayBuffer());
+  }
+
+  // The snapshot as make site ships it, without its all-zero pages (webtools/pyodide_snapshot.py
+  // `sparse`, which defines the layout): the whole image back, or an Error saying what is wrong.
+  function unsparse(bytes) {
+    const u32 = (i) => view.getUint32(i, true);
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    if (bytes.length < 20 || String.fromCharCode(...bytes.subarray(0, 4)) !== "PLSS" || u32(4) !== 1) {
+      throw new Error("it is not a sparse snapshot of version 1 (rebuild the site with make site)");
+    }
+    const total = u32(8), page = u32(12), runs = u32(16);
+    const out = new Uint8Array(total);
+    let at = 20 + 8 * runs;
+    for (let r = 0; r < runs; r++) {
+      const start = u32(20 + 8 * r) * page, length = Math.min(u32(24 + 8 * r) * page, total - start);
+      if (!(length > 0) || at + length > bytes.length) throw new Error("its page table does not match its size");
+      out.set(bytes.subarray(at, at + length), start);
+      at += length;
+    }
+    if (at !== bytes.length) throw new Error(`it has ${bytes.length - at} bytes after its last page`);
+    return out;
   }
 
   function loadScript(src) {
@@ -143,7 +164,7 @@
   // Runtime bytes are fetched once per page and copied to each new worker, per part (python, onnx): a
   // worker starts one runtime while the other, or the model, is still downloading.
   let runtimeParts = null;  // phase -> Promise of {path: bytes}
-  const skipped = {};  // optional runtime asset -> why it was not fetched
+  const skipped = {};  // optional runtime asset (the snapshot) -> why it could not be fetched or read
   function fetchRuntime(progress) {
     const sizes = SITE.assets;
     for (const [phase, paths] of Object.entries(RUNTIME)) progress.expect(phase, paths.reduce((s, p) => s + sizes[p], 0));
@@ -169,7 +190,7 @@
         if (!OPTIONAL.has(path)) throw err;
         console.warn(`pocketlm: ${err.message}; starting Python without the snapshot`);
         files[path] = null;
-        skipped[path] = err.message;  // the worker reports it (stats.python_note)
+        skipped[path] = `the snapshot could not be fetched (${err.message})`;  // the worker reports it (python_note)
         progress.add(phase, Math.max(0, SITE.assets[path] - got));
       }
     }));
@@ -402,11 +423,18 @@
           const bytes = runtime[path];
           if (!bytes) continue;
           // the snapshot is kept gzipped (file://) and unzipped here, on the page's thread, while the worker
-          // boots onnxruntime on another core (unzipped in the worker it came after that: ~0.3 s later; README)
-          const gz = path === SNAPSHOT && bytes[0] === 0x1f && bytes[1] === 0x8b;
-          // a copy either way: the worker takes it (transfer). Bytes that do not unzip go as they are: the
-          // worker then fails to restore them and starts Python the plain way, saying why (python_note).
-          files[key] = (gz ? await gunzip(bytes).catch(() => bytes.slice()) : bytes.slice()).buffer;
+          // boots onnxruntime on another core (unzipped in the worker it came after that: ~0.3 s later;
+          // README), then its zero pages are put back (a copy either way: the worker takes it). A snapshot
+          // that does not decode is not sent: the worker starts Python the plain way and says why (python_note).
+          if (path !== SNAPSHOT) {
+            files[key] = bytes.slice().buffer;
+            continue;
+          }
+          try {
+            files[key] = unsparse(bytes[0] === 0x1f && bytes[1] === 0x8b ? await gunzip(bytes) : bytes).buffer;
+          } catch (err) {
+            skipped[SNAPSHOT] = `the snapshot could not be read (${SNAPSHOT}: ${err.message})`;
+          }
         }
         const what = type === "boot-onnx" ? "Starting the ONNX runtime" : "Starting the Python runtime";
         return withTimeout(model.send(type, { files, ...extra(runtime) }, Object.values(files)), timeoutMs, what);
@@ -416,7 +444,7 @@
         boot("boot-onnx", parts.onnx, () => ({ threads })),
         boot("boot-python", parts.python, (runtime) => ({
           lock: new TextDecoder().decode(runtime["vendor/pyodide/pyodide-lock.json"]), indexURL,
-          snapshotNote: skipped[SNAPSHOT] && `the snapshot could not be fetched (${skipped[SNAPSHOT]})`,
+          snapshotNote: skipped[SNAPSHOT],
         })),
       ]);
       const rt = { ...python, ms: onnx.ms + python.python_ms, onnx_ms: onnx.ms };
