@@ -393,7 +393,7 @@ class JsonConstraint:
         if not goes_on:
             return allowed
         top = max(logits)
-        total = sum(map(math.exp, map((-top).__add__, logits)))
+        total = sum([math.exp(v - top) for v in logits])  # (map() over builtins: 2x slower in Pyodide)
         closing = sum(math.exp(logits[t] - top) for t in exits) + math.exp(logits[self.eos_id] - top)
         return allowed if closing >= CLOSE_SHARE * total else goes_on
 
