@@ -142,3 +142,22 @@ def test_warm_up_is_greedy_even_when_the_manifest_samples(parts):
     wants.clear()
     asyncio.run(ModelSession(sampled, tokenizer, Recording()).generate("", {"max_new_tokens": 4, "seed": 1}))
     assert "logits" in wants
+
+
+@pytest.mark.parametrize("tokens", [1, 2, 8])
+def test_warm_up_generates_the_tokens_it_is_asked_for(parts, tokens):
+    """The page's load check asks for 2 (pocketlm.browser.CHECK_TOKENS): the prompt's pass and one decode step."""
+    manifest, tokenizer, backend = parts
+    calls = []
+
+    class Counting:
+        def new_cache(self):
+            return backend.new_cache()
+
+        async def forward(self, ids, cache, want="logits"):
+            calls.append(len(ids))
+            return await backend.forward(ids, cache, want)
+
+    Counting.forward.head_aware = True
+    assert asyncio.run(ModelSession(manifest, tokenizer, Counting()).warm_up(tokens=tokens)) is True
+    assert len(calls) == tokens  # one forward pass per new token: the prompt's, then one per decode step

@@ -103,16 +103,17 @@ class ModelSession:
                 raise SamplingError(f"{key} must be true or false, got {value!r}")
         return SamplingOptions.from_dict(self.manifest.sampling, **options), inputs
 
-    async def warm_up(self, cancelled: Callable[[], bool] | None = None) -> bool:
-        """One short generation through the whole stack, so the first user request is not the first.
-        Returns False if `cancelled()` stopped it."""
+    async def warm_up(self, cancelled: Callable[[], bool] | None = None, tokens: int = 8) -> bool:
+        """One short generation through the whole stack (`tokens` new tokens for the sql and text tasks;
+        a whole extraction for reminders, which also builds the constraint's vocabulary trie), so the first
+        user request is not the first. Returns False if `cancelled()` stopped it."""
         if self.manifest.task == "sql":
-            out = await self.generate("SELECT", {"max_new_tokens": 8}, cancelled=cancelled)
+            out = await self.generate("SELECT", {"max_new_tokens": tokens}, cancelled=cancelled)
         elif self.manifest.task == "text":
             # greedy whatever the manifest's sampling: a sampled step scans the whole row in Python, and
             # with a 32 000-token vocabulary these 8 steps took ~0.45 s of a cold page load (the page's
             # check before ready; the idle-time warm-up then runs the sampler's path too)
-            out = await self.generate("", {"max_new_tokens": 8, "temperature": 0.0}, cancelled=cancelled)
+            out = await self.generate("", {"max_new_tokens": tokens, "temperature": 0.0}, cancelled=cancelled)
         else:
             out = await self.generate("remind me at 7pm to walk the dog", cancelled=cancelled)
         return out["stop_reason"] != "cancelled"
