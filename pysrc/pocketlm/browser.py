@@ -24,6 +24,7 @@ from .generate import Greedy, head_aware
 
 CHECK_TOKENS = 2  # new tokens of the load's check generation (PageModel._check)
 
+
 class JsCache:
     """A KV cache that lives in JavaScript; `length` and `truncate` as pocketlm.native.KVCache."""
 

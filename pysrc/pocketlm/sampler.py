@@ -149,9 +149,10 @@ class Sampler:
         if o.top_k:
             order = heapq.nlargest(o.top_k, candidates, key=values.__getitem__)
         else:
-            floor = max(values) - NEGLIGIBLE_GAP
-            if isinstance(candidates, range) and min(values) < floor:  # sort only the weights that count
-                candidates = [i for i, v in enumerate(values) if v >= floor]
+            if isinstance(candidates, range):  # every token: sort only the weights that count
+                floor = max(values) - NEGLIGIBLE_GAP
+                if min(values) < floor:
+                    candidates = [i for i, v in enumerate(values) if v >= floor]
             order = sorted(candidates, key=values.__getitem__, reverse=True)
         # (comprehensions, not map() over builtins: in Pyodide each builtin called through map() went
         # through a JS trampoline, 2x slower than the comprehension; natively the two are close)

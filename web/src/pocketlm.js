@@ -20,9 +20,10 @@
   // Measured (README, "Threads"): decode of these small models is fastest on one thread.
   const THREADS_WHEN_ISOLATED = SITE.threads_when_isolated;
   // Pyodide's memory snapshot (Python booted, pocketlm imported; made by make site): the worker
-  // restores it instead of starting Python. On file:// the page keeps the embedded gzip bytes (6 MB,
-  // not 31) and unzips a copy for each worker it starts; over http it is fetched raw (measured faster on
-  // localhost than a .gz plus gunzip; README). Optional: without it the worker starts Python plainly.
+  // restores it instead of starting Python. The site ships it without its all-zero pages (15 MB, not 31;
+  // `unsparse` puts them back for each worker it starts). On file:// the page keeps the embedded gzip
+  // bytes (6 MB) and unzips a copy first; over http it is fetched as it is (measured faster on localhost
+  // than a .gz plus gunzip; README). Optional: without it the worker starts Python plainly.
   const SNAPSHOT = "vendor/pyodide/pyodide.snapshot.sparse";
   const OPTIONAL = new Set([SNAPSHOT]);
   const RUNTIME = {
@@ -52,8 +53,8 @@
   // The snapshot as make site ships it, without its all-zero pages (webtools/pyodide_snapshot.py
   // `sparse`, which defines the layout): the whole image back, or an Error saying what is wrong.
   function unsparse(bytes) {
-    const u32 = (i) => view.getUint32(i, true);
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const u32 = (i) => view.getUint32(i, true);
     if (bytes.length < 20 || String.fromCharCode(...bytes.subarray(0, 4)) !== "PLSS" || u32(4) !== 1) {
       throw new Error("it is not a sparse snapshot of version 1 (rebuild the site with make site)");
     }
