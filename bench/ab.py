@@ -27,7 +27,7 @@ import tarfile
 import time
 
 from bench.pages import GEN, OURS_JS, Browser, page_args
-from bench.run import ALL_MODELS, ROOT, WORK, BenchError, build_site, log, median, prepare_models, prompts_for
+from bench.run import ALL_MODELS, ROOT, WORK, BenchError, build_site, log, median, prepare_models, prompts_for, tok_s
 
 AB_WORK = os.path.join(ROOT, "runs", "bench-ab")
 # cold-load figures: the page's timestamps, then its own load breakdown (pocketlm.js `model.stats`)
@@ -97,12 +97,13 @@ def summarize(samples: dict[str, dict[str, list[float]]]) -> list[dict]:
 def cold_load(br: Browser, url: str, args: dict) -> dict[str, float]:
     res = br.measure(url, OURS_JS, {**args, "coldOnly": True})["cold"]
     stats = res.get("load_stats") or {}
-    return {**{k: res[k] for k in COLD_KEYS}, **{k: stats[k] for k in STAT_KEYS if isinstance(stats.get(k), (int, float))}}
+    timings = {k: stats[k] for k in STAT_KEYS if isinstance(stats.get(k), (int, float))}
+    return {**{k: res[k] for k in COLD_KEYS}, **timings}
 
 
 def decode(br: Browser, url: str, args: dict) -> dict[str, float]:
     res = br.measure(url, OURS_JS, args)["cold"]
-    return {"tokens_per_s": median([r["tokens"] / r["decode_ms"] * 1000.0 for r in res["runs"]])}
+    return {"tokens_per_s": tok_s(res["runs"])}
 
 
 def run(args) -> dict:
@@ -123,7 +124,8 @@ def run(args) -> dict:
             for name in args.models:
                 samples = {"base": {}, "now": {}}
                 short = page_args(name, "fp32", 1, prompts[name], "idle", opts={**GEN, "max_new_tokens": 8})
-                timed = {**page_args(name, "fp32", 1, prompts[name], "idle", opts={**GEN, **args.options}), "runs": args.runs}
+                opts = {**GEN, **args.options}
+                timed = {**page_args(name, "fp32", 1, prompts[name], "idle", opts=opts), "runs": args.runs}
                 for r, order in enumerate(rounds(args.loads)):
                     log(f"{name}: round {r + 1}/{args.loads} ({' then '.join(order)})")
                     for build in order:

@@ -47,13 +47,10 @@ function messageOf(err) {
   return text;
 }
 
-// Pyodide's memory snapshot as bytes: the page hands it over gzipped (or raw, as it likes).
-async function snapshotBytes(buffer) {
-  let bytes = new Uint8Array(buffer);
-  if (bytes[0] === 0x1f && bytes[1] === 0x8b) {
-    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
-    bytes = new Uint8Array(await new Response(stream).arrayBuffer());
-  }
+// Pyodide's memory snapshot as bytes: the page hands over the whole image (it unzips and unsparses
+// what the site ships, and sends nothing when that fails).
+function snapshotBytes(buffer) {
+  const bytes = new Uint8Array(buffer);
   if (bytes.byteLength < 16 || bytes.byteLength % 4) throw new Error(`${bytes.byteLength} bytes is not a snapshot`);
   return bytes;
 }
@@ -95,7 +92,7 @@ async function bootPython(files, lock, indexURL, snapshotNote) {
   let note = snapshotNote || "the page sent no snapshot";
   if (files.snapshot) {
     try {
-      pyodide = await startPyodide(loadPyodide, asm, files, lock, indexURL, await snapshotBytes(files.snapshot));
+      pyodide = await startPyodide(loadPyodide, asm, files, lock, indexURL, snapshotBytes(files.snapshot));
       // The snapshot's zipimport caches point into these exact bytes at this exact path (the build
       // made it from the same pocketlm.zip); pocketlm.browser is already imported.
       pyodide.FS.writeFile("/lib/pocketlm.zip", new Uint8Array(files.pocketlm));
