@@ -287,7 +287,7 @@ def markdown(results: dict, history: list[dict]) -> str:
             return "–" if not d else f"{fmt(d.get(16, d.get('16')), '{:.1f}')} / {fmt(d.get(128, d.get('128')), '{:.1f}')}"
         L.append(f"| {r['model']} | {r['variant']} | {r['threads']} | {two(p['browser'])} | {two(p['native'])} | {two(p['tjs_first_token'])} |")
     L += ["", "## Where a decoded token's time goes in the page (ms per token, median over runs)", "",
-          "ORT run = `session.run` alone; JS engine = the rest of the forward call in JS (feeds, KV-cache append, logits copy, "
+          "ORT run = onnxruntime's `OrtRun` alone; JS engine = the rest of the forward call in JS (input tensors, KV-cache append, logits copy, "
           "yielding to messages); hand-off = Python's call into JS (token ids across); Python = from the forward result back to "
           "the next call (logits into Python, sampling, the loop). Measured in the worker (web/src/worker.mjs StepTiming).", "",
           "| model | variant | threads | ORT run | JS engine | hand-off | Python | sum | measured per token |", "|---|---|---|---|---|---|---|---|---|"]

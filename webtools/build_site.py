@@ -43,9 +43,9 @@ RUNTIME_FILES = {
     "vendor/pyodide/pyodide.asm.mjs": "pyodide/pyodide.asm.mjs",
     "vendor/pyodide/pyodide.asm.wasm": "pyodide/pyodide.asm.wasm",
     "vendor/pyodide/python_stdlib.zip": "pyodide/python_stdlib.zip",
-    # the plain WASM build with its glue bundled in: no dynamic import of a .mjs, 0.5-0.8 s faster
-    # to load than the JSEP build (../shared/notes/browser.md)
-    "vendor/ort/ort.wasm.bundle.min.mjs": "onnxruntime-web/dist/ort.wasm.bundle.min.mjs",
+    # the plain WASM build (0.5-0.8 s faster to load than the JSEP build, ../shared/notes/browser.md):
+    # only its emscripten module, which web/src/engine.mjs drives through onnxruntime's C API
+    "vendor/ort/ort-wasm-simd-threaded.mjs": "onnxruntime-web/dist/ort-wasm-simd-threaded.mjs",
     "vendor/ort/ort-wasm-simd-threaded.wasm": "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm",
 }
 # loaded by index.html itself, in this order (folder.js extends pocketlm.js; disk.js routes to the panels)
@@ -191,11 +191,10 @@ def npm_versions() -> dict[str, str]:
 
 
 URL = re.compile(rb"\b(?:https?|wss?)://[^\s\"'`)<>]+")
-# Text that looks like a URL inside vendor code but is never fetched: a template and a help link
-# printed in a warning. Anything else makes the build fail.
+# Text that looks like a URL inside vendor code but is never fetched: a template. Anything else makes
+# the build fail.
 ALLOWED_VENDOR_URLS = {
     "vendor/pyodide/pyodide.asm.mjs": {b"https://${t}"},
-    "vendor/ort/ort.wasm.bundle.min.mjs": {b"https://web.dev/cross-origin-isolation-guide/"},
 }
 
 

@@ -32,9 +32,9 @@ def test_the_pages_own_files_name_no_url_at_all(site_dir):
 
 
 def test_vendor_code_names_no_fetchable_remote_url(site_dir):
-    """Vendor JavaScript keeps only a help link in a warning and a URL template; the CDN default
-    of Pyodide is rewritten by the build. Embedded copies are checked the same way."""
-    allowed = {"https://web.dev/cross-origin-isolation-guide/", "https://${t}"}
+    """Vendor JavaScript keeps only a URL template; the CDN default of Pyodide is rewritten by the
+    build. Embedded copies are checked the same way."""
+    allowed = {"https://${t}"}
     checked = 0
     for rel, path in site_files(site_dir):
         if not rel.endswith((".js", ".mjs", ".json", ".html", ".css")):

@@ -1,5 +1,5 @@
 // The browser runtime minus the page: Pyodide runs pocketlm's SqlCompleter, whose forward pass is
-// web/src/engine.mjs on onnxruntime-web's WebAssembly backend (one thread), under Node.
+// web/src/engine.mjs on onnxruntime-web's WebAssembly module (one thread), under Node.
 // Usage: node complete.mjs <web dir> <pysrc dir> <spec.json>
 //   spec: {"model_dir", "variants": [...], "cases": [[schema, prefix], ...]}
 // Prints one JSON line: [{"variant", "prefix", "token_ids", "text", "stop_reason"}, ...]
@@ -10,9 +10,10 @@ import { startPyodide } from "./pyodide_env.mjs";
 
 const [web, pysrc, specPath] = process.argv.slice(2);
 const spec = JSON.parse(readFileSync(specPath, "utf8"));
-const ort = await import(pathToFileURL(join(web, "node_modules/onnxruntime-web/dist/ort.node.min.mjs")).href);
-const { Engine } = await import(pathToFileURL(join(web, "src/engine.mjs")).href);
-ort.env.wasm.numThreads = 1;
+const ortDist = join(web, "node_modules/onnxruntime-web/dist");
+const { default: ortFactory } = await import(pathToFileURL(join(ortDist, "ort-wasm-simd-threaded.mjs")).href);
+const { Engine, Runtime } = await import(pathToFileURL(join(web, "src/engine.mjs")).href);
+const runtime = await Runtime.boot(ortFactory, readFileSync(join(ortDist, "ort-wasm-simd-threaded.wasm")), 1);
 const pyodide = await startPyodide(web, pysrc);
 const manifestText = readFileSync(join(spec.model_dir, "manifest.json"), "utf8");
 const manifest = JSON.parse(manifestText);
@@ -51,7 +52,7 @@ const results = [];
 try {
   for (const variant of spec.variants) {
     const file = manifest.variants[variant].file;
-    const engine = await Engine.create(ort, readFileSync(join(spec.model_dir, file)), manifest);
+    const engine = await Engine.create(runtime, readFileSync(join(spec.model_dir, file)), manifest);
     pyodide.globals.set("engine", engine);
     pyodide.globals.set("cases_json", JSON.stringify(spec.cases));
     const stepper = pyodide.runPython(`
@@ -76,7 +77,7 @@ Stepper(run_cases())
 // A forward pass that fails in JS raises inside the generation, with the engine's message.
 let failure = null;
 try {
-  const engine = await Engine.create(ort, readFileSync(join(spec.model_dir, manifest.variants.fp32.file)), manifest);
+  const engine = await Engine.create(runtime, readFileSync(join(spec.model_dir, manifest.variants.fp32.file)), manifest);
   const failing = { newCache: () => engine.newCache(), length: (id) => engine.length(id),
                     truncate: (id, n) => engine.truncate(id, n), hasHead: engine.hasHead,
                     forward: async () => { throw new Error("the session run failed"); } };

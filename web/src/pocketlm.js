@@ -30,12 +30,12 @@
     python: ["vendor/pyodide/pyodide.mjs", "vendor/pyodide/pyodide.asm.mjs", "vendor/pyodide/pyodide.asm.wasm",
       "vendor/pyodide/python_stdlib.zip", "vendor/pyodide/pyodide-lock.json", "py/pocketlm.zip",
       ...(SNAPSHOT in SITE.assets ? [SNAPSHOT] : [])],
-    onnx: ["vendor/ort/ort.wasm.bundle.min.mjs", "vendor/ort/ort-wasm-simd-threaded.wasm", "engine.mjs"],
+    onnx: ["vendor/ort/ort-wasm-simd-threaded.mjs", "vendor/ort/ort-wasm-simd-threaded.wasm", "engine.mjs"],
   };
   const WORKER_KEYS = {
     "vendor/pyodide/pyodide.mjs": "pyodide", "vendor/pyodide/pyodide.asm.mjs": "pyodideAsm",
     "vendor/pyodide/pyodide.asm.wasm": "pyodideWasm", "vendor/pyodide/python_stdlib.zip": "stdlib",
-    "py/pocketlm.zip": "pocketlm", "vendor/ort/ort.wasm.bundle.min.mjs": "ort",
+    "py/pocketlm.zip": "pocketlm", "vendor/ort/ort-wasm-simd-threaded.mjs": "ort",
     "vendor/ort/ort-wasm-simd-threaded.wasm": "ortWasm", "engine.mjs": "engine", [SNAPSHOT]: "snapshot",
   };
 
