@@ -10,10 +10,12 @@ caller owning the KV cache (pocketlm.manifest.GraphContract; DESIGN.md "ONNX gra
     outputs  logits        float32 [1, S, V]       every position
              next_token    int64   [1]             ArgMax of the last position's logits (ties -> lowest id)
              logits_sum    float32 [1]             sum of that row (not finite <=> a NaN/inf logit)
+             runner_up     int64   [1]             the row's second-best id (TopK k=2: ties -> lower id)
              new.{i}.key   float32 [S, K, Hd]      only the S new rows (keys already rotated)
              new.{i}.value float32 [S, K, Hd]
 The greedy head (next_token, logits_sum) lets plain greedy decoding fetch two numbers instead of V
-logits (pocketlm.generate); it is built when the contract names it (GraphContract.has_head).
+logits (pocketlm.generate); it is built when the contract names it (GraphContract.has_head), and with
+runner_up a banned best token (ignore_eos) needs no second run (tasks/text.py ban_token).
 
 Shapes: S new positions, P cached positions, T = P+S, D dim, H heads, K kv heads, R = H/K,
 Hd head dim, F hidden dim, V vocab, M max_seq_len. Activations are 2-D [S, D] between layers.
@@ -210,7 +212,11 @@ def build_decode_graph(
     if contract.has_head:  # greedy head over the last position (the one decoding continues from)
         g.inits.append(numpy_helper.from_array(np.array(-1, np.int64), "head.last_row"))  # scalar: drops the axis
         last = g.op("Gather", [logits, "head.last_row"], "head.last", axis=0)  # [V]
-        g.op("ArgMax", [last], contract.next_token, axis=0, keepdims=1, select_last_index=0)  # [1] int64
+        if contract.has_runner_up:  # one TopK: its order puts the lower id first on a tie, as ArgMax
+            best = g.op("TopK", [last, g.const("head.k", [2])], ["head.top_values", "head.top_ids"], axis=0)[1]  # [2]
+            g.op("Split", [best, g.const("head.split", [1, 1])], [contract.next_token, contract.runner_up], axis=0)
+        else:
+            g.op("ArgMax", [last], contract.next_token, axis=0, keepdims=1, select_last_index=0)  # [1] int64
         g.op("ReduceSum", [last], contract.logits_sum, keepdims=1)  # [1]: NaN/inf anywhere -> not finite
 
     f32, i64 = TensorProto.FLOAT, TensorProto.INT64
@@ -220,6 +226,8 @@ def build_decode_graph(
     if contract.has_head:
         outputs += [helper.make_tensor_value_info(contract.next_token, i64, [1]),
                     helper.make_tensor_value_info(contract.logits_sum, f32, [1])]
+    if contract.has_runner_up:
+        outputs.append(helper.make_tensor_value_info(contract.runner_up, i64, [1]))
     for i in range(arch.n_layers):
         for name in (contract.past_key, contract.past_value):
             inputs.append(helper.make_tensor_value_info(name.format(i=i), f32, ["P", K, Hd]))

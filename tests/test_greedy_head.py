@@ -109,6 +109,8 @@ def test_head_gives_the_logits_paths_tokens_without_fetching_logits(plain, varia
     row = np.asarray(asyncio.run(m.forward(PROMPT, cache)), np.float32)
     assert isinstance(out, Greedy) and out.token == int(np.argmax(row)) and cache.length == len(PROMPT)
     assert out.logits_sum == pytest.approx(float(row.sum()), rel=1e-4, abs=1e-3)
+    order = sorted(range(len(row)), key=lambda i: (-row[i], i))  # best first, ties -> lower id first
+    assert m.manifest.graph.has_runner_up and out.runner_up == order[1] != out.token
 
 
 @pytest.mark.parametrize("variant", sorted(QUANT))
@@ -120,6 +122,8 @@ def test_ties_go_to_the_lowest_id_on_both_paths(tied, variant):
     assert all(t % 2 == 0 for t in head)  # every maximum was a tie of 2k and 2k+1: the lower id won
     row = m.forward_all(PROMPT, m.new_cache())[-1]
     assert row[head[0]] == row[head[0] + 1] == row.max()  # a real tie in the logits
+    out = asyncio.run(m.forward(PROMPT, m.new_cache(), want="argmax"))
+    assert (out.token, out.runner_up) == (head[0], head[0] + 1)  # the tie's other half is the runner-up
 
 
 def test_sampling_constraints_and_penalties_keep_the_logits_path(plain):
@@ -182,6 +186,42 @@ def test_a_manifest_without_the_head_keys_runs_the_logits_path(tmp_path, plain):
         NativeModel(lying)
 
 
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_ban_token_with_the_runner_up_runs_once_a_step_and_matches_the_banned_rows(plain, variant):
+    """ignore_eos through the head: when the best token is the banned one, the graph's runner_up is the
+    answer (no second run), and the tokens equal those of banning it in the full rows."""
+    m = NativeModel(plain, variant=variant)
+    free, _ = greedy(m.forward, m)
+    banned_id = max(set(free), key=free.count)  # the token greedy decoding picks most often
+    calls = []
+
+    async def counted(ids, cache, want="logits"):
+        calls.append(want)
+        return await m.forward(ids, cache, want=want)
+    counted.head_aware = True
+
+    head, steps = greedy(ban_token(counted, banned_id), m)
+    ref, _ = greedy(ban_token(logits_only(m.forward), banned_id), m)
+    assert head == ref and banned_id not in head and head != free
+    assert steps == len(head) and calls == ["argmax"] * len(head)  # one run a step, never the row
+
+
+def test_a_head_without_the_runner_up_key_keeps_the_second_run(tmp_path, plain):
+    """Heads exported before runner_up (their manifests have no such key) answer None, and ban_token then
+    runs the step again for the row, as before."""
+    with open(os.path.join(plain, "manifest.json")) as f:
+        graph = json.load(f)["graph"]
+    older = model_dir(str(tmp_path / "older"), state_dict(), contract=GraphContract(runner_up=None),
+                      manifest_graph={k: v for k, v in graph.items() if k != "runner_up"})
+    m = NativeModel(older)
+    assert m.has_head and not m.manifest.graph.has_runner_up
+    out = asyncio.run(m.forward(PROMPT, m.new_cache(), want="argmax"))
+    assert out.runner_up is None
+    free, _ = greedy(m.forward, m)
+    banned_id = max(set(free), key=free.count)
+    assert greedy(ban_token(m.forward, banned_id), m)[0] == greedy(ban_token(logits_only(m.forward), banned_id), m)[0]
+
+
 def test_manifest_head_fields_are_both_or_neither(plain):
     with open(os.path.join(plain, "manifest.json")) as f:
         data = json.load(f)
@@ -189,6 +229,9 @@ def test_manifest_head_fields_are_both_or_neither(plain):
     for bad in ({"next_token": None}, {"logits_sum": ""}, {"next_token": 3}):
         with pytest.raises(ManifestError, match="next_token / logits_sum"):
             manifest_from_dict({**data, "graph": {**data["graph"], **bad}})
+    for bad in ("", 7):
+        with pytest.raises(ManifestError, match="runner_up"):
+            manifest_from_dict({**data, "graph": {**data["graph"], "runner_up": bad}})
     del data["graph"]
     assert not manifest_from_dict(data).graph.has_head  # no graph object at all: an old manifest
 

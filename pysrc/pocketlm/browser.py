@@ -105,8 +105,8 @@ class JsBackend:
         want = "argmax" if want == "argmax" and self.has_head else "logits"
         out = await ForwardCall(cache.id, list(token_ids), want)  # a JsProxy, from Stepper.step
         if want == "argmax":
-            token, total = out.to_py()
-            return Greedy(int(token), float(total))  # [next_token, logits_sum] as JS numbers
+            head = out.to_py()  # [next_token, logits_sum] or [next_token, logits_sum, runner_up]: JS numbers
+            return Greedy(int(head[0]), float(head[1]), int(head[2]) if len(head) > 2 else None)
         return out.to_py()  # memoryview of float32, [vocab]: the sampler reads it as floats
 
 

@@ -41,6 +41,7 @@ class Greedy(NamedTuple):
 
     token: int  # ArgMax of the row (ties -> lowest id, as sampler.argmax)
     logits_sum: float  # sum of the row: not finite <=> some logit is NaN or inf
+    runner_up: int | None = None  # the second-best id (ties -> lower id), when the graph has it
 
 
 def head_aware(forward):

@@ -82,12 +82,15 @@ class GraphContract:
              (ties -> lowest id, as pocketlm.sampler.argmax) and logits_sum float32 [1] = the sum of
              that row (not finite <=> a NaN/inf logit: the runtime then re-runs for the row and the
              sampler raises its usual error). Plain greedy decoding fetches these two instead of
-             `logits`, so Python never scans (and onnxruntime-web never copies) the whole vocabulary.
+             `logits`, so Python never scans (and onnxruntime-web never copies) the whole vocabulary;
+             with it (optional) runner_up int64 [1] = the second-best id of that row (TopK order: ties
+             -> lower id first), the greedy token once the best one is banned (tasks/text.py ban_token).
 
     The head exists iff `next_token` and `logits_sum` are both names (both None: no head). New
     exports record them (the defaults below); a manifest written before the head existed has no
     such keys, and manifest_from_dict reads a missing key as None, so those models keep the logits
-    path unchanged (a missing key is not the default here, on purpose).
+    path unchanged (a missing key is not the default here, on purpose). Likewise `runner_up`: a head
+    written before it has none, and a banned best token then costs a second run for the row.
     """
 
     input_ids: str = "input_ids"
@@ -101,11 +104,17 @@ class GraphContract:
     logits_positions: str = "all"
     next_token: str | None = "next_token"
     logits_sum: str | None = "logits_sum"
+    runner_up: str | None = "runner_up"
 
     @property
     def has_head(self) -> bool:
         """Whether the graph has the greedy head (next_token + logits_sum), see the class docstring."""
         return self.next_token is not None and self.logits_sum is not None
+
+    @property
+    def has_runner_up(self) -> bool:
+        """Whether the head also answers the second-best token (runner_up), see the class docstring."""
+        return self.has_head and self.runner_up is not None
 
 
 @dataclass(frozen=True)
@@ -200,12 +209,16 @@ def manifest_from_dict(data: Any) -> Manifest:
     data["tokenizer"] = _build(TokenizerInfo, data.get("tokenizer"), "manifest.tokenizer")
     graph = data.get("graph", {})
     if isinstance(graph, dict):  # written before the greedy head: no head (GraphContract docstring)
-        graph = {"next_token": None, "logits_sum": None, **graph}
+        graph = {"next_token": None, "logits_sum": None, "runner_up": None, **graph}
     data["graph"] = _build(GraphContract, graph, "manifest.graph")
     head = (data["graph"].next_token, data["graph"].logits_sum)
     if any(not (x is None or (isinstance(x, str) and x)) for x in head) or (head[0] is None) != (head[1] is None):
         raise ManifestError(f"manifest.graph next_token / logits_sum must both be output names or both null, "
                             f"got {head!r}; re-export the model")
+    runner_up = data["graph"].runner_up
+    if runner_up is not None and not (isinstance(runner_up, str) and runner_up):  # unused without the head
+        raise ManifestError(f"manifest.graph runner_up must be null or an output name, got {runner_up!r}; "
+                            f"re-export the model")
     variants = data.get("variants")
     if not isinstance(variants, dict) or not variants:
         raise ManifestError("manifest.variants must be a non-empty object of variant name -> file")

@@ -126,7 +126,9 @@ class NativeModel:
         self._outputs = [c.logits] + new_rows
         # the greedy head: fetch two numbers instead of [1, S, V] logits (GraphContract)
         self.has_head = c.has_head
-        self._head_outputs = [c.next_token, c.logits_sum] + new_rows if c.has_head else None
+        head = [c.next_token, c.logits_sum] + ([c.runner_up] if c.has_runner_up else [])
+        self._head_outputs = head + new_rows if c.has_head else None
+        self._head_size = len(head)
         self._ids, self._pos = c.input_ids, c.position_ids
         want_in = {c.input_ids, c.position_ids} | {name for pair in self._past for name in pair}
         have_in = {x.name for x in self._session.get_inputs()}
@@ -191,7 +193,8 @@ class NativeModel:
         want="argmax" (and a graph with the head) a pocketlm.generate.Greedy — no logits fetched."""
         if want == "argmax" and self.has_head:
             out = self._run(token_ids, cache, self._head_outputs)
-            return Greedy(int(out[0][0]), float(out[1][0]))  # next_token int64 [1], logits_sum float32 [1]
+            # next_token int64 [1], logits_sum float32 [1], runner_up int64 [1] when the graph has it
+            return Greedy(int(out[0][0]), float(out[1][0]), int(out[2][0]) if self._head_size > 2 else None)
         if want not in ("logits", "argmax"):
             raise ValueError(f"want must be 'logits' or 'argmax', got {want!r}")
         return self.forward_all(token_ids, cache)[-1].tolist()

@@ -10,7 +10,7 @@
 //
 // Python never sees the cache: it holds a cache id and gets the last position's logits back — or,
 // asked for "argmax" on a graph with the greedy head (manifest graph.next_token / graph.logits_sum),
-// only [token, logits_sum]: the logits are then not fetched at all.
+// only [token, logits_sum] (and runner_up, when the graph has it): the logits are then not fetched.
 // Runs are queued, never overlapped: a session does one run at a time.
 
 const FLOAT = 1, INT64 = 7;  // ONNX TensorProto element types
@@ -121,10 +121,11 @@ export class Engine {
     const newRows = layers.flatMap((i) => [g.new_key.replace("{i}", i), g.new_value.replace("{i}", i)]);
     // a manifest written before the head has no next_token/logits_sum keys: logits path only
     this.hasHead = Boolean(g.next_token && g.logits_sum);
+    this.headSize = this.hasHead && g.runner_up ? 3 : 2;  // [next_token, logits_sum, runner_up?]
     const inputs = [g.input_ids, g.position_ids, ...past];
     const fetches = {  // what a run computes and hands back: never the logits on a greedy-head step
       logits: [g.logits, ...newRows],
-      argmax: this.hasHead ? [g.next_token, g.logits_sum, ...newRows] : null,
+      argmax: this.hasHead ? [g.next_token, g.logits_sum, ...(this.headSize > 2 ? [g.runner_up] : []), ...newRows] : null,
     };
     const [inputNames, outputNames] = names;
     const missing = [...inputs.filter((n) => !inputNames.includes(n)),
@@ -194,7 +195,7 @@ export class Engine {
   }
 
   // ids: array of token ids (numbers). Appends their K/V rows; resolves to the last row's logits
-  // (Float32Array [V]), or with want "argmax" and the head to [token, logits_sum] (numbers).
+  // (Float32Array [V]), or with want "argmax" and the head to [token, logits_sum(, runner_up)] (numbers).
   forward(id, ids, want = "logits") {
     if (want !== "logits" && want !== "argmax") throw new Error(`want must be "logits" or "argmax", got ${want}`);
     const head = want === "argmax" && this.hasHead;
@@ -232,15 +233,16 @@ export class Engine {
       for (let k = 0; k < out.count; k++) if (u32[out.handles / 4 + k]) produced.push(u32[out.handles / 4 + k]);
       if (rc !== 0) runtime.fail("the model's forward pass failed");
       const data = (k, count) => this.#data(u32[out.handles / 4 + k], count);
-      const first = head ? 2 : 1;  // outputs before the new rows: [next_token, logits_sum] or [logits]
+      const first = head ? this.headSize : 1;  // outputs before the new rows: the head's or [logits]
       const f32 = new Float32Array(heap.buffer);
       for (let i = 0; i < 2 * arch.n_layers; i++) {
         const at = data(first + i, S * rowSize), region = i % 2 ? cache.values[i >> 1] : cache.keys[i >> 1];
         f32.copyWithin(region / 4 + P * rowSize, at / 4, at / 4 + S * rowSize);
       }
       cache.length = P + S;
-      if (head) {  // int64 [1], float32 [1]
-        return [Number(new BigInt64Array(heap.buffer, data(0, 1), 1)[0]), f32[data(1, 1) / 4]];
+      if (head) {  // int64 [1], float32 [1] (, int64 [1])
+        const id = (k) => Number(new BigInt64Array(heap.buffer, data(k, 1), 1)[0]);
+        return this.headSize > 2 ? [id(0), f32[data(1, 1) / 4], id(2)] : [id(0), f32[data(1, 1) / 4]];
       }
       const logits = data(0, S * V);  // [1, S, V]: the last row is what decoding needs
       return f32.slice(logits / 4 + (S - 1) * V, logits / 4 + S * V);

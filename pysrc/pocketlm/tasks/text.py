@@ -50,10 +50,18 @@ def ban_token(forward, token_id: int):
     `token_id` is what the banned row's argmax would be too (banning only lowers that one logit, and
     on a tie with a lower id the head already answers the lower id); when the head picks `token_id`,
     the same tokens are run again for the row, banned, and its greedy token is answered as the head
-    would (`Greedy`: ties -> lowest id, the row's sum). When the banned token has topped many recent
-    rows (a moving average above ROWS_WHEN_BANNED_TOPS), greedy steps ask for the row directly: one run
-    a step, not two, for a model that keeps wanting to stop (a trained reminder-extract generating
-    past its JSON wants <eos> at about every other step).
+    would (`Greedy`: ties -> lowest id, the row's sum). A graph whose head also answers the runner-up
+    (GraphContract.runner_up) needs no second run: with the best token banned, the second-best is the
+    banned row's argmax (both orders put the lower id first on a tie). Without it, when the banned token
+    has topped many recent rows (a moving average above ROWS_WHEN_BANNED_TOPS), greedy steps ask for the
+    row directly: one run a step, not two, for a model that keeps wanting to stop (a trained
+    reminder-extract generating past its JSON wants <eos> at about every other step).
+
+    >>> import asyncio
+    >>> async def head(ids, cache, want="logits"): return Greedy(2, 1.5, runner_up=7)
+    >>> head.head_aware = True
+    >>> asyncio.run(ban_token(head, 2)([5], None, want="argmax"))
+    Greedy(token=7, logits_sum=1.5, runner_up=None)
     """
     tops = 0.0  # moving average: how often the banned token topped the recent rows
 
@@ -65,9 +73,12 @@ def ban_token(forward, token_id: int):
             out = await forward(ids, cache, want="argmax")
             if not isinstance(out, Greedy):  # a graph without the head answered with the row
                 return _set(out, token_id, EOS_BAN)
-            tops = 0.8 * tops + 0.2 * (out.token == token_id)
             if out.token != token_id:
+                tops *= 0.8
                 return out
+            if out.runner_up is not None:  # the banned row's argmax, from the same run
+                return Greedy(out.runner_up, out.logits_sum)
+            tops = 0.8 * tops + 0.2
             cache.truncate(cache.length - len(ids))  # the banned token won: the same tokens again, for the row
             row = _as_list(await forward(ids, cache))
         else:
