@@ -17,7 +17,7 @@ import pytest
 
 from export.onnx_graph import build_decode_graph
 from export.quantize import quantize_int8, quantize_q4
-from pocketlm.generate import Greedy, generate, uses_head
+from pocketlm.generate import GREEDY_CHUNK, Greedy, generate, uses_chunks, uses_head
 from pocketlm.manifest import (Architecture, GraphContract, Manifest, ManifestError, TokenizerInfo, Variant,
                                manifest_from_dict, sha256_file)
 from pocketlm.native import ModelLoadError, NativeModel
@@ -220,6 +220,68 @@ def test_a_head_without_the_runner_up_key_keeps_the_second_run(tmp_path, plain):
     free, _ = greedy(m.forward, m)
     banned_id = max(set(free), key=free.count)
     assert greedy(ban_token(m.forward, banned_id), m)[0] == greedy(ban_token(logits_only(m.forward), banned_id), m)[0]
+
+
+def single_steps(forward, calls=None):
+    """The same head-aware forward without the chunk mark: generate then asks one step per call."""
+    async def call(ids, cache, want="logits"):
+        if calls is not None:
+            calls.append(want)
+        return await forward(ids, cache, want=want)
+    call.head_aware = True
+    return call
+
+
+@pytest.mark.parametrize("variant", ["fp32", "q4"])
+@pytest.mark.parametrize("n", [1, 2, GREEDY_CHUNK, GREEDY_CHUNK + 1, 3 * GREEDY_CHUNK + 5])
+def test_greedy_chunks_give_the_single_steps_tokens_and_cache(plain, variant, n):
+    m = NativeModel(plain, variant=variant)
+    assert uses_chunks(m.forward) and not uses_chunks(single_steps(m.forward))
+    calls = []
+
+    async def counted(ids, cache, want="logits", steps=1, ban=None):
+        calls.append(steps)
+        return await m.forward(ids, cache, want=want, steps=steps, ban=ban)
+    counted.head_aware = counted.chunked = True
+
+    opts = SamplingOptions(max_new_tokens=n, temperature=0.0)
+    caches = [m.new_cache(), m.new_cache()]
+    runs = [asyncio.run(generate(f, c, PROMPT, opts, eos_id=-1, max_seq_len=ARCH.max_seq_len))
+            for f, c in zip((counted, single_steps(m.forward)), caches)]
+    assert runs[0].token_ids == runs[1].token_ids and len(runs[0].token_ids) == n
+    assert caches[0].length == caches[1].length == len(PROMPT) + n - 1  # the last token is not fed
+    k0, v0 = caches[0].past(0)
+    k1, v1 = caches[1].past(0)
+    assert np.array_equal(k0, k1) and np.array_equal(v0, v1)  # the same rows: no step fed twice or skipped
+    assert calls[0] == 1 and sum(calls) == n and max(calls) == min(GREEDY_CHUNK, max(n - 1, 1))  # prefill alone
+
+
+def test_a_chunk_that_meets_eos_or_the_context_keeps_only_its_steps(plain):
+    m = NativeModel(plain)
+    free, _ = greedy(single_steps(m.forward), m, n=30)
+    eos = free[11]  # inside the second chunk (the prefill's token, then steps 1-8, then 9-16)
+    want = free[:free.index(eos) + 1]
+    for forward in (m.forward, single_steps(m.forward)):
+        cache = m.new_cache()
+        r = asyncio.run(generate(forward, cache, PROMPT, SamplingOptions(max_new_tokens=30), eos_id=eos,
+                                 max_seq_len=ARCH.max_seq_len))
+        assert (r.token_ids, r.stop_reason) == (want, "eos") and cache.length == len(PROMPT) + len(want) - 1
+        # a context that ends inside what would be a chunk: the chunk is cut to fit, the stop is the same
+        cache = m.new_cache()
+        r = asyncio.run(generate(forward, cache, PROMPT, SamplingOptions(max_new_tokens=60), eos_id=-1,
+                                 max_seq_len=len(PROMPT) + 13))
+        assert r.stop_reason == "context_full" and len(r.token_ids) == 14 and cache.length == len(PROMPT) + 13
+
+
+def test_ban_token_in_chunks_matches_the_banned_rows(plain):
+    m = NativeModel(plain)
+    free, _ = greedy(m.forward, m)
+    banned_id = max(set(free), key=free.count)
+    banned = ban_token(m.forward, banned_id)
+    assert uses_chunks(banned)
+    head, steps = greedy(banned, m)
+    assert head == greedy(ban_token(logits_only(m.forward), banned_id), m)[0] and banned_id not in head
+    assert steps == len(head)
 
 
 def test_manifest_head_fields_are_both_or_neither(plain):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .generate import Greedy, head_aware
+from .generate import Greedy, chunked, head_aware
 
 CHECK_TOKENS = 2  # new tokens of the load's check generation (PageModel._check)
 
@@ -49,8 +49,8 @@ class ForwardCall:
 
     __slots__ = ("request",)
 
-    def __init__(self, cache_id: int, token_ids: list[int], want: str):
-        self.request = (cache_id, token_ids, want)
+    def __init__(self, cache_id: int, token_ids: list[int], want: str, steps: int = 1, ban: int | None = None):
+        self.request = (cache_id, token_ids, want, steps, ban)
 
     def __await__(self):
         return (yield self)
@@ -58,7 +58,8 @@ class ForwardCall:
 
 class Stepper:
     """Runs one coroutine (a generation) from JS: `step(value)` resumes it with the last forward's
-    result and returns the next forward request [cache_id, token_ids, want], or None when it finished
+    result and returns the next forward request [cache_id, token_ids, want, steps, ban] (the worker
+    runs `steps` greedy steps itself, pocketlm.generate "Greedy chunks"), or None when it finished
     (`result` then holds its value); `fail(message)` raises a forward's error inside it instead."""
 
     def __init__(self, coro):
@@ -97,15 +98,21 @@ class JsBackend:
     def new_cache(self) -> JsCache:
         return JsCache(self.engine, int(self.engine.newCache()))
 
+    @chunked
     @head_aware
-    async def forward(self, token_ids: list[int], cache: JsCache, want: str = "logits"):
-        """The last position's logits, or with want="argmax" (and the head) a Greedy: no logits cross."""
+    async def forward(self, token_ids: list[int], cache: JsCache, want: str = "logits", steps: int = 1,
+                      ban: int | None = None):
+        """The last position's logits, or with want="argmax" (and the head) a Greedy: no logits cross;
+        with steps > 1, a list of the Greedy results of up to `steps` steps the worker ran itself."""
         if want not in ("logits", "argmax"):
             raise ValueError(f"want must be 'logits' or 'argmax', got {want!r}")
         want = "argmax" if want == "argmax" and self.has_head else "logits"
-        out = await ForwardCall(cache.id, list(token_ids), want)  # a JsProxy, from Stepper.step
+        out = await ForwardCall(cache.id, list(token_ids), want, int(steps), ban)  # a JsProxy, from Stepper.step
         if want == "argmax":
-            head = out.to_py()  # [next_token, logits_sum] or [next_token, logits_sum, runner_up]: JS numbers
+            # [next_token, logits_sum(, runner_up)] as JS numbers, or a list of such for a chunk
+            head = out.to_py()
+            if head and isinstance(head[0], list):
+                return [Greedy(int(h[0]), float(h[1]), int(h[2]) if len(h) > 2 else None) for h in head]
             return Greedy(int(head[0]), float(head[1]), int(head[2]) if len(head) > 2 else None)
         return out.to_py()  # memoryview of float32, [vocab]: the sampler reads it as floats
 

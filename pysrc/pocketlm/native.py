@@ -20,7 +20,7 @@ from __future__ import annotations
 import operator
 import os
 
-from .generate import Greedy, head_aware
+from .generate import Greedy, chunked, greedy_steps, head_aware
 from .manifest import Architecture, GraphContract, Manifest, load_manifest
 
 
@@ -187,17 +187,26 @@ class NativeModel:
         """Run S new tokens at positions cache.length .. +S-1; append their K/V; return logits [S, vocab] float32."""
         return self._run(token_ids, cache, self._outputs)[0][0]
 
+    @chunked
     @head_aware
-    async def forward(self, token_ids: list[int], cache: KVCache, want: str = "logits"):
+    async def forward(self, token_ids: list[int], cache: KVCache, want: str = "logits", steps: int = 1,
+                      ban: int | None = None):
         """The generate loop's forward: the last position's logits as a Python list, or with
-        want="argmax" (and a graph with the head) a pocketlm.generate.Greedy — no logits fetched."""
-        if want == "argmax" and self.has_head:
-            out = self._run(token_ids, cache, self._head_outputs)
-            # next_token int64 [1], logits_sum float32 [1], runner_up int64 [1] when the graph has it
-            return Greedy(int(out[0][0]), float(out[1][0]), int(out[2][0]) if self._head_size > 2 else None)
+        want="argmax" (and a graph with the head) a pocketlm.generate.Greedy — no logits fetched; with
+        steps > 1 as well, a list of up to `steps` greedy steps' Greedy results (pocketlm.generate,
+        "Greedy chunks"), as the page's worker runs them."""
         if want not in ("logits", "argmax"):
             raise ValueError(f"want must be 'logits' or 'argmax', got {want!r}")
+        if want == "argmax" and self.has_head:
+            if steps > 1 and (ban is None or self._head_size > 2):
+                return greedy_steps(self._greedy, token_ids, cache, steps, ban)
+            return self._greedy(token_ids, cache)
         return self.forward_all(token_ids, cache)[-1].tolist()
+
+    def _greedy(self, token_ids: list[int], cache: KVCache) -> Greedy:
+        out = self._run(token_ids, cache, self._head_outputs)
+        # next_token int64 [1], logits_sum float32 [1], runner_up int64 [1] when the graph has it
+        return Greedy(int(out[0][0]), float(out[1][0]), int(out[2][0]) if self._head_size > 2 else None)
 
     def __repr__(self) -> str:
         return f"NativeModel({self.manifest.name!r}, variant={self.variant_name!r}, file={self.variant.file!r})"

@@ -145,17 +145,35 @@ function engineForPython(engine) {
     length: (id) => engine.length(id),
     truncate: (id, n) => engine.truncate(id, n),
     hasHead: engine.hasHead,
-    forward: async (id, ids, want) => {
-      const t0 = performance.now();
-      if (performance.now() - lastYield > (warmingNow ? 0 : 5)) {  // a warm-up step gives way at once
-        await yieldToMessages();
-        lastYield = performance.now();
+    forward: async (id, ids, want, steps = 1, ban = null) => {
+      // A greedy chunk (pocketlm.generate "Greedy chunks"): up to `steps` steps run here, each feeding
+      // its token to the next, without going back to Python; a banned best token takes the runner-up.
+      // Without the head (or a ban without the runner-up) one step answers, as for want "argmax".
+      if (!(steps > 1 && want === "argmax" && engine.hasHead && (ban == null || engine.headSize > 2))) {
+        return step(id, ids, want);
       }
-      const result = await engine.forward(id, ids, want);
-      if (timing) timing.forwarded(t0, engine.lastRunMs, ids.length);
-      return result;
+      const outs = [];
+      for (let k = 0; k < steps; k++) {
+        if (k > 0 && timing) timing.chained();
+        const out = await step(id, ids, want);
+        if (ban != null && out[0] === ban) out[0] = out[2];
+        outs.push(out);
+        if (!Number.isFinite(out[1])) break;  // Python re-runs this step for the row, the sampler says why
+        ids = [out[0]];
+      }
+      return outs;
     },
   };
+  async function step(id, ids, want) {
+    const t0 = performance.now();
+    if (performance.now() - lastYield > (warmingNow ? 0 : 5)) {  // a warm-up step gives way at once
+      await yieldToMessages();
+      lastYield = performance.now();
+    }
+    const result = await engine.forward(id, ids, want);
+    if (timing) timing.forwarded(t0, engine.lastRunMs, ids.length);
+    return result;
+  }
 }
 
 // Drives a pocketlm.browser.Stepper (one generation): each forward request it returns runs on the
@@ -165,10 +183,10 @@ async function drive(stepper, engineJs) {
   try {
     let req = stepper.step();
     while (req !== undefined) {
-      const [id, ids, want] = req;
+      const [id, ids, want, steps, ban] = req;
       let out;
       try {
-        out = await engineJs.forward(id, ids, want);
+        out = await engineJs.forward(id, ids, want, steps, ban);
       } catch (err) {
         req = stepper.fail(messageOf(err));  // raised inside the generation, which may handle it
         continue;
@@ -253,7 +271,8 @@ async function generate(msg) {
 }
 
 // Where a decode step's time goes (make bench), summed over the steps after the first forward pass
-// (the prefill). The generate loop calls cancelled() right before each forward pass, so per step:
+// (the prefill). The generate loop calls cancelled() right before each forward pass (a greedy chunk's
+// later steps start from chained() instead), so per step:
 // python = forward k-1 returned -> cancelled() (resuming Python, logits to Python, sampling, the loop),
 // handoff = cancelled() -> forward k called (token ids to JS, the call), run = OrtRun alone,
 // engine = the rest of forward k in JS (feeds, KV-cache append, logits copy, the message yield).
@@ -265,6 +284,9 @@ class StepTiming {
   checked() {
     this.checkedAt = performance.now();
     if (this.calls >= 1) this.python_ms += this.checkedAt - this.returnedAt;
+  }
+  chained() {  // the next step of a greedy chunk: no Python in between, its hand-off is the JS loop's
+    this.checkedAt = performance.now();
   }
   forwarded(t0, runMs, n) {
     this.returnedAt = performance.now();

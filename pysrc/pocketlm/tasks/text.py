@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..generate import Greedy, GenerateResult, generate, uses_head
+from ..generate import Greedy, GenerateResult, generate, uses_chunks, uses_head
 from ..tokenizer import replace_lone_surrogates
 
 FORMAT = "text-v1"
@@ -65,12 +65,19 @@ def ban_token(forward, token_id: int):
     """
     tops = 0.0  # moving average: how often the banned token topped the recent rows
 
-    async def banned(ids, cache, want="logits"):
+    async def banned(ids, cache, want="logits", steps=1):
         nonlocal tops
         if want != "argmax":
             return _set(await forward(ids, cache), token_id, EOS_BAN)
+        if steps > 1:  # a chunk-aware forward bans inside its steps when its graph has the runner-up
+            out = await forward(ids, cache, want="argmax", steps=steps, ban=token_id)
+            if isinstance(out, list):
+                return out
+            steps = 1  # it answered one step as want="argmax" would, the banned token not yet replaced
+        else:
+            out = None
         if tops < ROWS_WHEN_BANNED_TOPS:  # only asked when `forward` is head-aware (generate.uses_head)
-            out = await forward(ids, cache, want="argmax")
+            out = out if out is not None else await forward(ids, cache, want="argmax")
             if not isinstance(out, Greedy):  # a graph without the head answered with the row
                 return _set(out, token_id, EOS_BAN)
             if out.token != token_id:
@@ -82,12 +89,15 @@ def ban_token(forward, token_id: int):
             cache.truncate(cache.length - len(ids))  # the banned token won: the same tokens again, for the row
             row = _as_list(await forward(ids, cache))
         else:
+            if out is not None:  # that one step ran already: again for the row
+                cache.truncate(cache.length - len(ids))
             row = _as_list(await forward(ids, cache))
             tops = 0.8 * tops + 0.2 * (row[token_id] >= max(row))
         row[token_id] = EOS_BAN
         return Greedy(row.index(max(row)), sum(row))  # a NaN/inf makes the sum not finite: generate re-asks
 
     banned.head_aware = uses_head(forward)
+    banned.chunked = uses_chunks(forward)
     return banned
 
 
