@@ -35,7 +35,8 @@ import tempfile
 from pocketlm.manifest import Architecture, Manifest, TokenizerInfo, Variant, load_manifest, sha256_file
 from pocketlm.tasks import text as text_task
 
-BUILDER_VERSION = 3  # 3: decode graphs carry the greedy head (next_token, logits_sum)
+BUILDER_VERSION = 4  # 3: decode graphs carry the greedy head (next_token, logits_sum); 4: and its runner_up
+TOKENIZER_VERSION = 3  # of the bench tokenizers (unchanged since builder version 3: not retrained)
 VARIANTS = {"fp32": ("model.onnx", "none"), "int8": ("model.int8.onnx", "int8-dynamic"),
             "q4": ("model.q4.onnx", "q4-matmulnbits-block32")}
 SPECIALS = {"pad_id": 0, "bos_id": 1, "eos_id": 2}
@@ -97,7 +98,7 @@ def train_bench_tokenizer(vocab_size: int, seed: int, path: str, log=print) -> s
     from export.tokenizer_train import save_tokenizer, train_tokenizer
 
     key_path = path + ".key"
-    key = f"{vocab_size}-{seed}-{BUILDER_VERSION}"
+    key = f"{vocab_size}-{seed}-{TOKENIZER_VERSION}"
     if os.path.isfile(path) and os.path.isfile(key_path) and open(key_path).read() == key:
         return path
     lines = synthetic_text(seed)
