@@ -1,8 +1,9 @@
 """The one Pyodide-aware module: a pocketlm backend whose forward pass is web/src/engine.mjs.
 
-The engine (JavaScript) owns the onnxruntime-web session and the KV caches; Python holds only a
-cache id and receives the last position's logits (a Float32Array, converted with one copy), or, for
-plain greedy steps on a graph with the greedy head, just [token, logits_sum] (pocketlm.generate).
+The engine (JavaScript) owns the onnxruntime-web session and the KV caches (in wasm memory); Python
+holds only a cache id and receives the last position's logits (a Float32Array, converted with one
+copy), or, for plain greedy steps on a graph with the greedy head, just [token, logits_sum(, runner_up)]
+— for a greedy chunk, a list of those, one per step the worker ran (pocketlm.generate).
 Everything else (tokenizer, sampler, generate loop, task formats) is the same code as in CPython,
 which is what lets browser output be checked token for token against the native run.
 

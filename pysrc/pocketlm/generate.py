@@ -3,7 +3,7 @@
 It knows nothing about onnxruntime or the browser. `forward` is an async callable
 `forward(token_ids: list[int], cache) -> logits of the last position ([vocab] floats)` that
 appends the new positions to `cache`, an opaque handle owned by the backend (numpy buffers in
-pocketlm.native, preallocated JS arrays in the browser). The same loop, sampler and tokenizer
+pocketlm.native, preallocated wasm memory in the browser). The same loop, sampler and tokenizer
 run in both places, which is what lets the browser be checked token for token against CPython.
 
 The greedy head. Plain greedy decoding (temperature 0, no repetition penalty, no constraint mask at

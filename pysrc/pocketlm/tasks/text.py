@@ -55,7 +55,9 @@ def ban_token(forward, token_id: int):
     banned row's argmax (both orders put the lower id first on a tie). Without it, when the banned token
     has topped many recent rows (a moving average above ROWS_WHEN_BANNED_TOPS), greedy steps ask for the
     row directly: one run a step, not two, for a model that keeps wanting to stop (a trained
-    reminder-extract generating past its JSON wants <eos> at about every other step).
+    reminder-extract generating past its JSON wants <eos> at about every other step). Asked for a
+    greedy chunk (`steps` > 1), it passes `ban` down, so the backend replaces the banned token by the
+    runner-up inside its steps; a backend that cannot answers one step, which is then banned as above.
 
     >>> import asyncio
     >>> async def head(ids, cache, want="logits"): return Greedy(2, 1.5, runner_up=7)
