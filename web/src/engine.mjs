@@ -144,8 +144,8 @@ export class Engine {
       if (list) this.outputs[want] = { count: list.length, names: cArray(list), handles: M._malloc(4 * list.length) };
     }
     const S = this.arch.max_seq_len;
-    this.idsAt = M._malloc(8 * S);  // int64 [S] token ids, then int64 [S] positions
-    this.positionsAt = M._malloc(8 * S);
+    this.idsAt = M._malloc(8 * S);  // int64 [S] token ids
+    this.positionsAt = M._malloc(8 * S);  // int64 [S] their positions
     this.dimsAt = M._malloc(4 * 4);  // a tensor's dims, written before each OrtCreateTensor
     this.scratch = M._malloc(16);  // OrtGetTensorData's answers: type, data, dims, dims count
   }

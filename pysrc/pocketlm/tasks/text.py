@@ -71,13 +71,11 @@ def ban_token(forward, token_id: int):
         nonlocal tops
         if want != "argmax":
             return _set(await forward(ids, cache), token_id, EOS_BAN)
+        out = None  # one step already run, its banned token not yet replaced
         if steps > 1:  # a chunk-aware forward bans inside its steps when its graph has the runner-up
             out = await forward(ids, cache, want="argmax", steps=steps, ban=token_id)
             if isinstance(out, list):
                 return out
-            steps = 1  # it answered one step as want="argmax" would, the banned token not yet replaced
-        else:
-            out = None
         if tops < ROWS_WHEN_BANNED_TOPS:  # only asked when `forward` is head-aware (generate.uses_head)
             out = out if out is not None else await forward(ids, cache, want="argmax")
             if not isinstance(out, Greedy):  # a graph without the head answered with the row
