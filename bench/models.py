@@ -35,10 +35,9 @@ import tempfile
 from pocketlm.manifest import Architecture, Manifest, TokenizerInfo, Variant, load_manifest, sha256_file
 from pocketlm.tasks import text as text_task
 
-BUILDER_VERSION = 4  # 3: decode graphs carry the greedy head (next_token, logits_sum); 4: and its runner_up
+BUILDER_VERSION = 5  # 3: decode graphs carry the greedy head (next_token, logits_sum); 4: and its runner_up;
+# 5: q4 is int4 + DequantizeLinear, folded at session start (export/quantize.py)
 TOKENIZER_VERSION = 3  # of the bench tokenizers (unchanged since builder version 3: not retrained)
-VARIANTS = {"fp32": ("model.onnx", "none"), "int8": ("model.int8.onnx", "int8-dynamic"),
-            "q4": ("model.q4.onnx", "q4-matmulnbits-block32")}
 SPECIALS = {"pad_id": 0, "bos_id": 1, "eos_id": 2}
 
 SHAPES = {
@@ -86,6 +85,8 @@ def bench_key(name: str, arch: Architecture, seed: int) -> str:
 
 
 def cached(folder: str, key: str) -> bool:
+    from export.quantize import VARIANTS
+
     try:
         return load_manifest(folder, check_files=False).training.get("bench_key") == key and all(
             os.path.isfile(os.path.join(folder, f)) for f, _ in VARIANTS.values())
@@ -141,6 +142,7 @@ def build_random_model(name: str, out_root: str, *, arch: Architecture | None = 
     import onnx
 
     from export import onnx_graph, quantize
+    from export.quantize import SESSION_CONFIG, VARIANTS
 
     arch = arch or SHAPES[name]
     folder = os.path.abspath(os.path.join(out_root, name))
@@ -161,7 +163,8 @@ def build_random_model(name: str, out_root: str, *, arch: Architecture | None = 
         quantize.quantize_q4(fp32, os.path.join(staging, VARIANTS["q4"][0]))
         shutil.copyfile(tok_path, os.path.join(staging, "tokenizer.json"))
         variants = {v: Variant(file=f, sha256=sha256_file(os.path.join(staging, f)),
-                               bytes=os.path.getsize(os.path.join(staging, f)), quantization=q)
+                               bytes=os.path.getsize(os.path.join(staging, f)), quantization=q,
+                               session_config=dict(SESSION_CONFIG.get(v, {})))
                     for v, (f, q) in VARIANTS.items()}
         manifest = Manifest(
             name=name, task="text", architecture=arch,

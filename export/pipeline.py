@@ -24,6 +24,7 @@ import torch
 from export import onnx_graph, quantize
 from export.data import SqlTrainingData, group_by_database, read_sql_rows, split_by_database
 from export.data_reminders import ReminderTrainingData, read_reminder_rows, split_rows
+from export.quantize import SESSION_CONFIG, VARIANTS  # the variant files and how each is run
 from export.recipes import Recipe
 from export.swap import swap_in
 from export.tokenizer_train import check_parity, save_tokenizer, train_tokenizer
@@ -32,11 +33,6 @@ from pocketlm.manifest import GraphContract, Manifest, TokenizerInfo, Variant, l
 from pocketlm.tasks import reminders
 from pocketlm.tokenizer import Tokenizer
 
-VARIANTS = {  # name -> (file, quantization)
-    "fp32": ("model.onnx", "none"),
-    "int8": ("model.int8.onnx", "int8-dynamic"),
-    "q4": ("model.q4.onnx", "q4-matmulnbits-block32"),
-}
 SPECIALS = {"pad_id": 0, "bos_id": 1, "eos_id": 2}
 FP32_TOLERANCE = 1e-3  # max |logit diff| of the fp32 graph against the reference (torch) on the probe
 
@@ -207,7 +203,7 @@ def build_variants(state: dict, arch, staging: str, expected: tuple[list[int], n
         file, quant = VARIANTS[name]
         path = os.path.join(staging, file)
         onnx.checker.check_model(path, full_check=True)
-        logits = _run_prefill(path, arch, probe)
+        logits = _run_prefill(path, arch, probe, SESSION_CONFIG.get(name, {}))
         agree = float((logits.argmax(-1) == reference.argmax(-1)).mean())
         err = float(np.abs(logits - reference).max())
         log(f"  {name:5s} {os.path.getsize(path) / 1e6:6.2f} MB  top-1 agreement with the reference {agree:.3f}  "
@@ -217,7 +213,7 @@ def build_variants(state: dict, arch, staging: str, expected: tuple[list[int], n
                               "the graph builder or the weight conversion is wrong")
         if name in names:
             variants[name] = Variant(file=file, sha256=sha256_file(path), bytes=os.path.getsize(path),
-                                     quantization=quant)
+                                     quantization=quant, session_config=dict(SESSION_CONFIG.get(name, {})))
     if "fp32" not in names:
         os.remove(fp32_path)
     return variants
@@ -230,34 +226,8 @@ def _quantizer(name: str, arch):
     one (a llama2.c checkpoint with its own classifier) gets the same quantization without the sharing.
     """
     if not arch.tie_embeddings:
-        return lambda src, dst: quantize_untied(name, src, dst)
+        return lambda src, dst: quantize.quantize_untied(name, src, dst)
     return {"int8": quantize.quantize_int8, "q4": quantize.quantize_q4}[name]
-
-
-def quantize_untied(name: str, fp32_path: str, out_path: str) -> None:
-    """int8 / q4 of an untied decode graph: every weight MatMul (incl. the lm head) quantized with export/quantize.py's
-    settings (uint8 per-channel dynamic; 4-bit symmetric MatMulNBits, block 32); the input embedding stays fp32.
-
-    This belongs in export/quantize.py (not edited in this change): it reuses its logging guard and final check.
-    """
-    model = onnx.load(fp32_path)
-    with quantize._quiet_logging():
-        if name == "int8":
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(out_path))) as tmp:
-                tmp_path = os.path.join(tmp, "int8.onnx")
-                quantize_dynamic(model, tmp_path, op_types_to_quantize=["MatMul"], weight_type=QuantType.QUInt8,
-                                 per_channel=True, extra_options={"MatMulConstBOnly": True})
-                model = onnx.load(tmp_path)
-        else:
-            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-            quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=32, is_symmetric=True,
-                                             op_types_to_quantize=("MatMul",))
-            quantizer.process()
-            model = quantizer.model.model
-    quantize._finish(model, out_path)
 
 
 def probe_ids(arch) -> list[int]:
@@ -266,10 +236,12 @@ def probe_ids(arch) -> list[int]:
     return [1] + [rng.randrange(3, arch.vocab_size) for _ in range(min(63, arch.max_seq_len - 1))]
 
 
-def _run_prefill(path: str, arch, ids: list[int]):
-    """Logits [S, vocab] of a prefill from an empty cache, through onnxruntime."""
+def _run_prefill(path: str, arch, ids: list[int], config: dict | None = None):
+    """Logits [S, vocab] of a prefill from an empty cache, through onnxruntime with session `config` entries."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
+    for key, value in (config or {}).items():
+        opts.add_session_config_entry(key, value)
     session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     graph = GraphContract()  # the names the manifest records
     empty = np.zeros((0, arch.n_kv_heads, arch.head_dim), dtype=np.float32)

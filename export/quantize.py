@@ -2,7 +2,19 @@
 
     quantize_int8(fp32_path, out_path)        MatMul -> DynamicQuantizeLinear + MatMulInteger (plain ONNX ops;
                                               onnxruntime fuses them to DynamicQuantizeMatMul at load)
-    quantize_q4(fp32_path, out_path, 32)      MatMul -> com.microsoft MatMulNBits, 4 bits, symmetric, block 32
+    quantize_q4(fp32_path, out_path, 32)      MatMul -> int4 weight + DequantizeLinear + MatMul, symmetric,
+                                              block 32 (standard ONNX, opset 21)
+
+q4 is a download format: 4 bits per weight on the wire, fp32 in memory. Its file is run with
+Q4_SESSION_CONFIG (written into the manifest as the variant's session_config, applied by
+pocketlm.native and web/src/engine.mjs alike): `session.disable_quant_qdq` turns off onnxruntime's
+QDQ fusions, so constant folding dequantizes every weight once at session start and each step is the
+fp32 graph's MatMuls. Why: onnxruntime-web's 4-bit kernel (MatMulNBits) is >10x slower in WebAssembly
+than fp32 (measured, sql-autocomplete, Node, one thread, warm, one process: MatMulNBits 71 tok/s, fp32
+1 123-1 257, this file 1 177). Natively that kernel is fast, but the same options on
+both sides keep the browser and native on the same computation (the greedy-token anchor); without
+them onnxruntime would fuse some DequantizeLinear+MatMul pairs into MatMulNBits (int8 activations)
+and dequantize the shared embedding at every step (365 tok/s natively).
 
 The tied embedding. The fp32 graph stores the token embedding E [V, D] once and reads it twice:
 Gather (input rows) and Gemm(transB=1) (lm head). Neither quantizer touches that Gemm, so both
@@ -12,15 +24,13 @@ the quantized lm-head weight with plain ops (`share_embedding=True`, the default
 
   int8: Gather(E^T_q [D, V], ids, axis=1) -> Transpose -> DequantizeLinear with the token's own
         scale / zero point (per-channel weights: one per lm-head column = one per token)
-  q4:   MatMulNBits keeps B as E_q [V, D/32, 16] bytes (two 4-bit values each, low nibble first) and
-        scales [V, D/32]; Gather the bytes, Cast, Gather a [256, 2] table of (lo-8, hi-8) by byte value,
-        Gather the row scales, Mul, Reshape — 8 small nodes, no contrib op besides MatMulNBits
-        (GatherBlockQuantized exists but is not verified in onnxruntime-web).
+  q4:   Gather(DequantizeLinear(E^T_q4) [D, V], ids, axis=1) -> Transpose: the dequantized lm-head
+        weight is a constant that onnxruntime folds at session start, so the rows come from it.
 The decoded rows equal the lm head's dequantized weight exactly (tests). Measured, 4 layers, dim 256,
 vocab 2048 (3.93 M params, fp32 15.8 MB): int8 4.11 MB shared vs 6.20 MB with the fp32 E kept;
-q4 2.55 MB shared vs 4.64 MB. Cost: int8 none measurable; q4 feeds 4-bit input embeddings too, which
-raised the relative logit error on random weights from 0.165 to 0.191 (dim 64) and 0.217 to 0.240
-(dim 256, top-1 agreement unchanged at that scale) — taken for -45 % bytes; share_embedding=False keeps E.
+q4 2.55 MB shared. q4 feeds 4-bit input embeddings too, which raised the relative logit error on
+random weights from 0.165 to 0.191 (dim 64) and 0.217 to 0.240 (dim 256, top-1 agreement unchanged at
+that scale) — taken for -45 % bytes; share_embedding=False keeps E.
 
 Both outputs are deterministic (same input bytes -> same output bytes; tests/test_onnx_graph.py).
 The graph's outputs are kept as they are: logits, the greedy head (next_token = ArgMax and logits_sum,
@@ -37,11 +47,20 @@ import tempfile
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper, numpy_helper, version_converter
 
 from export.onnx_graph import EMBEDDING, LM_HEAD_NODE
 
 LM_HEAD_T = "lm_head.weight_t"  # [D, V] = E^T, materialized for the quantizers
+Q4_OPSET = 21  # the first opset whose DequantizeLinear takes int4 and block_size
+# the session options a q4 file is run with (module docstring): fold the dequantization at session start
+Q4_SESSION_CONFIG = {"session.disable_quant_qdq": "1"}
+VARIANTS = {  # name -> (file, quantization), as the manifest records them
+    "fp32": ("model.onnx", "none"),
+    "int8": ("model.int8.onnx", "int8-dynamic"),
+    "q4": ("model.q4.onnx", "q4-qdq-block32"),
+}
+SESSION_CONFIG = {"q4": Q4_SESSION_CONFIG}  # name -> the onnxruntime session config its file is run with
 
 
 @contextlib.contextmanager
@@ -138,53 +157,63 @@ def quantize_int8(fp32_path: str, out_path: str, *, weight_type: str = "uint8", 
     _finish(model, out_path)
 
 
-def quantize_q4(fp32_path: str, out_path: str, block_size: int = 32, *, share_embedding: bool = True,
-                accuracy_level: int | None = None) -> None:
-    """4-bit symmetric blockwise (MatMulNBits) quantization of every weight MatMul incl. the lm head.
+def quantize_untied(name: str, fp32_path: str, out_path: str) -> None:
+    """int8 / q4 of an untied decode graph (a llama2.c checkpoint with its own classifier): every weight MatMul,
+    incl. the lm head, quantized as quantize_int8 / quantize_q4 do; the input embedding stays fp32."""
+    model = _load(fp32_path)
+    if name == "int8":
+        with _quiet_logging(), tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(out_path))) as tmp:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    Symmetric: no zero points stored (implicit 8), so a byte decodes to (lo - 8, hi - 8) with one lookup.
+            tmp_path = os.path.join(tmp, "int8.onnx")
+            quantize_dynamic(model, tmp_path, op_types_to_quantize=["MatMul"], weight_type=QuantType.QUInt8,
+                             per_channel=True, extra_options={"MatMulConstBOnly": True})
+            model = onnx.load(tmp_path)
+    elif name == "q4":
+        model = _q4_qdq(version_converter.convert_version(model, Q4_OPSET), 32)
+    else:
+        raise ValueError(f"unknown quantized variant {name!r}: int8 or q4")
+    _finish(model, out_path)
+
+
+def quantize_q4(fp32_path: str, out_path: str, block_size: int = 32, *, share_embedding: bool = True) -> None:
+    """4-bit symmetric blockwise quantization of every weight MatMul incl. the lm head, stored as standard
+    ONNX: an int4 initializer [K, N] -> DequantizeLinear(axis=0, block_size) -> MatMul (opset 21).
+
+    Run with Q4_SESSION_CONFIG (the manifest's variant.session_config): see the module docstring.
     """
-    model, ids = _untie_lm_head(_load(fp32_path))
-    dim = next(t for t in model.graph.initializer if t.name == LM_HEAD_T).dims[0]
+    model = version_converter.convert_version(_load(fp32_path), Q4_OPSET)  # blocked int4 DequantizeLinear: opset 21
+    model, ids = _untie_lm_head(model)
+    model = _q4_qdq(model, block_size)
+    if share_embedding:
+        g = model.graph
+        head = next(n for n in g.node if n.name == LM_HEAD_NODE)
+        dq = next((n for n in g.node if n.op_type == "DequantizeLinear" and n.output[0] == head.input[1]), None)
+        if dq is None:
+            raise RuntimeError("the 4-bit quantizer left the lm head without a DequantizeLinear; cannot share E")
+        g.node.remove(dq)
+        g.node.insert(0, dq)  # its inputs are initializers; the embedding Gather below reads its output
+        nodes = [helper.make_node("Gather", [dq.output[0], ids], ["embed.t"], name="embed.t", axis=1),  # [D, S]
+                 helper.make_node("Transpose", ["embed.t"], ["embed"], name="embed", perm=[1, 0])]  # [S, D]
+        _replace_gather(model, nodes, [])
+    _finish(model, out_path)
+
+
+def _q4_qdq(model: onnx.ModelProto, block_size: int) -> onnx.ModelProto:
+    """Every MatMul with a constant B -> int4 B + DequantizeLinear + MatMul (onnxruntime's weight-only quantizer).
+
+    The MatMuls keep their names (the quantizer renames them; LM_HEAD_NODE must stay findable).
+    """
+    names = {n.output[0]: n.name for n in model.graph.node if n.op_type == "MatMul"}
     with _quiet_logging():
+        from onnxruntime.quantization import QuantFormat
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
         quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=True,
-                                         accuracy_level=accuracy_level, op_types_to_quantize=("MatMul",))
+                                         quant_format=QuantFormat.QDQ, op_types_to_quantize=("MatMul",))
         quantizer.process()
     model = quantizer.model.model
-    if share_embedding:
-        inits = {t.name: t for t in model.graph.initializer}
-        w_q, scales = f"{LM_HEAD_T}_Q4", f"{LM_HEAD_T}_scales"
-        if w_q not in inits or scales not in inits:
-            raise RuntimeError(f"MatMulNBitsQuantizer did not produce {w_q}/{scales}; cannot share E")
-        _, n_blocks, blob = inits[w_q].dims  # [V, D/bs, bs/2]
-        if list(inits[scales].dims)[1:] != [n_blocks]:
-            raise RuntimeError(f"unexpected MatMulNBits scales shape {list(inits[scales].dims)}")
-        byte = np.arange(256)
-        lut = np.stack([(byte & 15) - 8, (byte >> 4) - 8], axis=1).astype(np.float32)  # [256, 2]
-        lut_t = numpy_helper.from_array(lut, "embed.nibbles")
-        shape = numpy_helper.from_array(np.array([-1, n_blocks, 2 * blob], np.int64), "embed.shape_blocks")
-        flat = numpy_helper.from_array(np.array([-1, n_blocks * 2 * blob], np.int64), "embed.shape_rows")
-        axis = numpy_helper.from_array(np.array([2], np.int64), "embed.axis2")
-        padded = n_blocks * 2 * blob != dim
-        out = "embed.padded" if padded else "embed"
-        nodes = [
-            helper.make_node("Gather", [w_q, ids], ["embed.bytes"], name="embed.bytes"),  # [S, nb, bs/2] u8
-            helper.make_node("Cast", ["embed.bytes"], ["embed.idx"], name="embed.idx", to=onnx.TensorProto.INT32),
-            helper.make_node("Gather", ["embed.nibbles", "embed.idx"], ["embed.q"], name="embed.q"),  # [S,nb,bs/2,2]
-            helper.make_node("Reshape", ["embed.q", shape.name], ["embed.blocks"], name="embed.blocks"),  # [S,nb,bs]
-            helper.make_node("Gather", [scales, ids], ["embed.scale"], name="embed.scale"),  # [S, nb]
-            helper.make_node("Unsqueeze", ["embed.scale", axis.name], ["embed.scale3"], name="embed.scale3"),
-            helper.make_node("Mul", ["embed.blocks", "embed.scale3"], ["embed.deq"], name="embed.deq"),  # [S,nb,bs]
-            helper.make_node("Reshape", ["embed.deq", flat.name], [out], name=out),  # [S, nb*bs]
-        ]
-        new_inits = [lut_t, shape, flat, axis]
-        if padded:  # D not a multiple of block_size: the quantizer zero-padded K
-            ends = numpy_helper.from_array(np.array([dim], np.int64), "embed.dim")
-            zero = numpy_helper.from_array(np.array([0], np.int64), "embed.zero")
-            one = numpy_helper.from_array(np.array([1], np.int64), "embed.axis1")
-            nodes.append(helper.make_node("Slice", [out, zero.name, ends.name, one.name], ["embed"], name="embed"))
-            new_inits += [ends, zero, one]
-        _replace_gather(model, nodes, new_inits)
-    _finish(model, out_path)
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and node.output[0] in names:
+            node.name = names[node.output[0]]
+    return model

@@ -16,7 +16,7 @@ import onnx
 import pytest
 
 from export.onnx_graph import build_decode_graph
-from export.quantize import quantize_int8, quantize_q4
+from export.quantize import SESSION_CONFIG, VARIANTS, quantize_int8, quantize_q4
 from pocketlm.generate import GREEDY_CHUNK, Greedy, generate, uses_chunks, uses_head
 from pocketlm.manifest import (Architecture, GraphContract, Manifest, ManifestError, TokenizerInfo, Variant,
                                manifest_from_dict, sha256_file)
@@ -25,7 +25,7 @@ from pocketlm.sampler import SamplingError, SamplingOptions
 from pocketlm.tasks.text import EOS_BAN, ban_token
 
 ARCH = Architecture(vocab_size=97, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=160, max_seq_len=64)
-QUANT = {"fp32": "none", "int8": "int8-dynamic", "q4": "q4-matmulnbits-block32"}
+QUANT = {name: quant for name, (_, quant) in VARIANTS.items()}
 PROMPT = [1, 5, 9, 22, 40, 3]
 
 
@@ -60,7 +60,8 @@ def model_dir(path, sd, *, contract=GraphContract(), manifest_graph: dict | None
     variants = {}
     for name, q in quant.items():
         file = os.path.join(path, "model.onnx" if name == "fp32" else f"model.{name}.onnx")
-        variants[name] = Variant(os.path.basename(file), sha256_file(file), os.path.getsize(file), q)
+        variants[name] = Variant(os.path.basename(file), sha256_file(file), os.path.getsize(file), q,
+                                 dict(SESSION_CONFIG.get(name, {})))
     tok = TokenizerInfo("tokenizer.json", sha256_file(os.path.join(path, "tokenizer.json")), ARCH.vocab_size, 1, 2, 0)
     manifest = Manifest(name="tiny", task="test", architecture=ARCH, tokenizer=tok, variants=variants,
                         default_variant="fp32", graph=contract)

@@ -55,12 +55,24 @@ def test_valid_folder_round_trips(folder):
         (lambda d: d["architecture"].update(n_experts=4), "unknown keys"),
         (lambda d: d.pop("tokenizer"), "manifest.tokenizer must be a JSON object"),
         (lambda d: d.update(variants={}), "manifest.variants must be a non-empty object"),
+        (lambda d: d["variants"]["fp32"].update(session_config={"session.disable_quant_qdq": 1}),
+         r"manifest.variants.fp32.session_config must map option names to strings"),
+        (lambda d: d["variants"]["fp32"].update(session_config=["session.disable_quant_qdq"]),
+         r"manifest.variants.fp32.session_config must map"),
     ],
 )
 def test_each_corruption_is_rejected(folder, change, message):
     edit(folder, change)
     with pytest.raises(ManifestError, match=message):
         load_manifest(str(folder))
+
+
+def test_session_config_is_optional_and_read_back(folder):
+    """A variant written before session_config existed has none; one that has it reads back as written."""
+    edit(folder, lambda d: d["variants"]["fp32"].pop("session_config"))
+    assert load_manifest(str(folder)).variant().session_config == {}
+    edit(folder, lambda d: d["variants"]["fp32"].update(session_config={"session.disable_quant_qdq": "1"}))
+    assert load_manifest(str(folder)).variant().session_config == {"session.disable_quant_qdq": "1"}
 
 
 def test_missing_and_truncated_files(folder):

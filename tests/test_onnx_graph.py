@@ -22,7 +22,7 @@ import torch
 
 from export.model import Transformer
 from export.onnx_graph import build_decode_graph
-from export.quantize import quantize_int8, quantize_q4
+from export.quantize import SESSION_CONFIG, VARIANTS, quantize_int8, quantize_q4
 from pocketlm.manifest import Architecture, Manifest, ManifestError, TokenizerInfo, Variant, sha256_file
 from pocketlm.native import KVCache, ModelLoadError, NativeModel
 
@@ -46,10 +46,14 @@ def make_torch_model(arch: Architecture, seed: int = 0) -> Transformer:
     return model
 
 
-def session(path_or_model) -> ort.InferenceSession:
+def session(path_or_model, config: dict | None = None, optimized_path: str | None = None) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
+    for key, value in (config or {}).items():
+        opts.add_session_config_entry(key, value)
+    if optimized_path:
+        opts.optimized_model_filepath = optimized_path
     data = path_or_model.SerializeToString() if isinstance(path_or_model, onnx.ModelProto) else path_or_model
     return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
@@ -165,7 +169,7 @@ MIN_AGREEMENT = {"int8": 0.98, "q4": 0.94}
 @pytest.mark.parametrize("variant", ["int8", "q4"])
 def test_quantized_top1_agreement(built, variant):
     arch, _, d, sess = built
-    qsess = session(str(d / f"{variant}.onnx"))
+    qsess = session(str(d / f"{variant}.onnx"), SESSION_CONFIG.get(variant))
     ref, got = [], []
     for ids in eval_sequences(arch):
         ref.append(run(sess, arch, ids, 0, empty_past(arch))[0])
@@ -195,19 +199,16 @@ def _with_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
 
 
 def _lm_head_weight(path, arch) -> np.ndarray:
-    """The quantized lm head's effective weight [V, D]: the lm head applied to the identity."""
+    """The quantized lm head's effective weight [V, D]."""
     model = onnx.load(str(path))
     head = next(n for n in model.graph.node if n.output[0] == "lm_head")
-    if head.op_type == "MatMulNBits":  # run the node alone on eye(D)
-        inits = [t for t in model.graph.initializer if t.name in head.input]
-        node = onnx.helper.make_node("MatMulNBits", ["eye", *head.input[1:]], ["w"], domain="com.microsoft",
-                                     **{a.name: onnx.helper.get_attribute_value(a) for a in head.attribute})
-        eye = onnx.helper.make_tensor_value_info("eye", onnx.TensorProto.FLOAT, [arch.dim, arch.dim])
-        out = onnx.helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, None)
-        graph = onnx.helper.make_graph([node], "lm_head", [eye], [out], inits)
-        m = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17),
-                                                         onnx.helper.make_opsetid("com.microsoft", 1)])
-        return session(m).run(None, {"eye": np.eye(arch.dim, dtype=np.float32)})[0].T
+    dq = next((n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == head.input[1]), None)
+    if dq is not None:  # q4: run its DequantizeLinear alone
+        inits = [t for t in model.graph.initializer if t.name in dq.input]
+        out = onnx.helper.make_tensor_value_info(dq.output[0], onnx.TensorProto.FLOAT, None)
+        graph = onnx.helper.make_graph([dq], "lm_head", [], [out], inits)
+        m = onnx.helper.make_model(graph, opset_imports=list(model.opset_import))
+        return session(m).run(None, {})[0].T
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     q, scale, zp = (inits[f"lm_head.weight_t_{s}"] for s in ("quantized", "scale", "zero_point"))
     return ((q.astype(np.float32) - zp.astype(np.float32)) * scale).T
@@ -218,7 +219,7 @@ def test_shared_embedding_reads_the_quantized_lm_head(built, variant):
     """The input embedding rows are decoded from the lm head's quantized weight, exactly."""
     arch, _, d, _ = built
     weight = _lm_head_weight(d / f"{variant}.onnx", arch)
-    sess = session(_with_output(onnx.load(str(d / f"{variant}.onnx")), "embed"))
+    sess = session(_with_output(onnx.load(str(d / f"{variant}.onnx")), "embed"), SESSION_CONFIG.get(variant))
     for lo in (0, arch.vocab_size - 40):
         ids = list(range(lo, lo + 40))
         feeds = {"input_ids": np.array([ids]), "position_ids": np.arange(40)[None]}
@@ -228,6 +229,26 @@ def test_shared_embedding_reads_the_quantized_lm_head(built, variant):
         np.testing.assert_allclose(embed, weight[lo : lo + 40], atol=1e-6, rtol=1e-6)
 
 
+def test_q4_is_standard_onnx_dequantized_once_at_session_start(built, tmp_path):
+    """q4 stores int4 weights with plain DequantizeLinear (no contrib op); run with its session config,
+    onnxruntime folds every DequantizeLinear into an fp32 constant at session start, so no step
+    dequantizes (or runs a 4-bit kernel). Without the config it would not: the config is what makes it so."""
+    _, _, d, _ = built
+    model = onnx.load(str(d / "q4.onnx"))
+    assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
+    assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}, "no com.microsoft ops in the file"
+    int4 = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT4]
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and not n.name.endswith(("qk_dot", ".ctx"))]
+    assert len(int4) == len(matmuls) > 0  # every weight MatMul, the lm head included
+    ops = {}
+    for label, config in (("with", SESSION_CONFIG["q4"]), ("without", {})):
+        out = str(tmp_path / f"{label}.onnx")
+        session(str(d / "q4.onnx"), config, optimized_path=out)
+        ops[label] = {n.op_type for n in onnx.load(out).graph.node}
+    assert not ops["with"] & {"DequantizeLinear", "MatMulNBits"}, ops["with"]
+    assert ops["without"] & {"DequantizeLinear", "MatMulNBits"}, ops["without"]
+
+
 # ---- the native backend ----------------------------------------------------------------------------
 
 def write_model_dir(built, target) -> str:
@@ -235,10 +256,10 @@ def write_model_dir(built, target) -> str:
     target.mkdir(exist_ok=True)
     (target / "tokenizer.json").write_text("{}\n")
     variants = {}
-    for name, quant in (("fp32", "none"), ("int8", "int8-dynamic"), ("q4", "q4-matmulnbits-block32")):
-        file = "model.onnx" if name == "fp32" else f"model.{name}.onnx"
+    for name, (file, quant) in VARIANTS.items():
         (target / file).write_bytes((d / f"{name}.onnx").read_bytes())
-        variants[name] = Variant(file, sha256_file(str(target / file)), os.path.getsize(target / file), quant)
+        variants[name] = Variant(file, sha256_file(str(target / file)), os.path.getsize(target / file), quant,
+                                 dict(SESSION_CONFIG.get(name, {})))
     tok = TokenizerInfo("tokenizer.json", sha256_file(str(target / "tokenizer.json")), arch.vocab_size, 1, 2, 0)
     manifest = Manifest(name="tiny", task="test", architecture=arch, tokenizer=tok, variants=variants,
                         default_variant="fp32")

@@ -13,7 +13,7 @@ Example (abridged):
                    "bos_id": 1, "eos_id": 2, "pad_id": 0},
      "graph": {...the decode-graph contract, see GraphContract...},
      "variants": {"fp32": {"file": "model.onnx", "sha256": "…", "bytes": 123,
-                           "quantization": "none"}, ...},
+                           "quantization": "none", "session_config": {}}, ...},
      "default_variant": "fp32", "prompt": {...}, "sampling": {...}, "training": {...}}
 """
 
@@ -132,7 +132,10 @@ class Variant:
     file: str
     sha256: str
     bytes: int
-    quantization: str  # "none" | "int8-dynamic" | "q4-matmulnbits-block32" ...
+    quantization: str  # "none" | "int8-dynamic" | "q4-qdq-block32" ...
+    # onnxruntime session config entries the file is made to run with, applied by every runtime
+    # (pocketlm.native, web/src/engine.mjs); q4: {"session.disable_quant_qdq": "1"} (export/quantize.py)
+    session_config: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,12 @@ def manifest_from_dict(data: Any) -> Manifest:
     if not isinstance(variants, dict) or not variants:
         raise ManifestError("manifest.variants must be a non-empty object of variant name -> file")
     data["variants"] = {k: _build(Variant, v, f"manifest.variants.{k}") for k, v in variants.items()}
+    for k, v in data["variants"].items():
+        config = v.session_config
+        if not isinstance(config, dict) or not all(isinstance(x, str) and x and isinstance(y, str)
+                                                   for x, y in config.items()):
+            raise ManifestError(f"manifest.variants.{k}.session_config must map option names to strings, "
+                                f"got {config!r}; re-export the model")
     manifest = _build(Manifest, data, "manifest")
     _check_consistency(manifest)
     return manifest

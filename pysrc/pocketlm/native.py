@@ -109,6 +109,8 @@ class NativeModel:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3  # errors only; failures are raised below
+        for key, value in self.variant.session_config.items():  # what the file is made to run with (manifest)
+            options.add_session_config_entry(key, value)
         try:
             self._session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own pybind exception types (InvalidProtobuf, Fail, ...)

@@ -52,7 +52,7 @@ const results = [];
 try {
   for (const variant of spec.variants) {
     const file = manifest.variants[variant].file;
-    const engine = await Engine.create(runtime, readFileSync(join(spec.model_dir, file)), manifest);
+    const engine = await Engine.create(runtime, readFileSync(join(spec.model_dir, file)), manifest, variant);
     pyodide.globals.set("engine", engine);
     pyodide.globals.set("cases_json", JSON.stringify(spec.cases));
     const stepper = pyodide.runPython(`
@@ -77,7 +77,7 @@ Stepper(run_cases())
 // A forward pass that fails in JS raises inside the generation, with the engine's message.
 let failure = null;
 try {
-  const engine = await Engine.create(runtime, readFileSync(join(spec.model_dir, manifest.variants.fp32.file)), manifest);
+  const engine = await Engine.create(runtime, readFileSync(join(spec.model_dir, manifest.variants.fp32.file)), manifest, "fp32");
   const failing = { newCache: () => engine.newCache(), length: (id) => engine.length(id),
                     truncate: (id, n) => engine.truncate(id, n), hasHead: engine.hasHead,
                     forward: async () => { throw new Error("the session run failed"); } };

@@ -11,7 +11,7 @@ const { default: factory } = await import(pathToFileURL(join(dist, "ort-wasm-sim
 const { Engine, Runtime } = await import(pathToFileURL(join(web, "src/engine.mjs")).href);
 const manifest = JSON.parse(readFileSync(join(modelDir, "manifest.json"), "utf8"));
 const runtime = await Runtime.boot(factory, readFileSync(join(dist, "ort-wasm-simd-threaded.wasm")), 1);
-const engine = await Engine.create(runtime, readFileSync(join(modelDir, manifest.variants.fp32.file)), manifest);
+const engine = await Engine.create(runtime, readFileSync(join(modelDir, manifest.variants.fp32.file)), manifest, "fp32");
 
 const message = async (promise) => { try { await promise; return null; } catch (err) { return err.message; } };
 const out = { heap_bytes: [], cache_lengths: [], errors: {} };

@@ -61,13 +61,21 @@ export class Runtime {
   }
 
   // Session from ONNX bytes; resolves to the session handle. The model's bytes are copied into wasm
-  // memory for onnxruntime to parse and freed after.
-  async createSession(modelBytes) {
+  // memory for onnxruntime to parse and freed after. config: onnxruntime session config entries
+  // (string -> string) the file was made to run with (the manifest's variant.session_config).
+  async createSession(modelBytes, config = {}) {
     const M = this.M;
     const options = M._OrtCreateSessionOptions(OPTIMIZE_ALL, true, true, 0, false, 0, 0, LOG_WARNING, 0, 0);
     if (!options) this.fail("onnxruntime could not make session options");
     const at = M._malloc(modelBytes.byteLength);
     try {
+      for (const [key, value] of Object.entries(config)) {
+        const [k, v] = [this.string(key), this.string(String(value))];
+        const rc = M._OrtAddSessionConfigEntry(options, k, v);
+        M._free(k);
+        M._free(v);
+        if (rc !== 0) this.fail(`onnxruntime rejected the session option ${key}=${value}`);
+      }
       this.heap().set(modelBytes, at);
       const session = await M._OrtCreateSession(at, modelBytes.byteLength, options);
       if (!session) this.fail("onnxruntime could not read the model");
@@ -150,9 +158,12 @@ export class Engine {
     this.scratch = M._malloc(16);  // OrtGetTensorData's answers: type, data, dims, dims count
   }
 
-  // runtime: a booted Runtime; modelBytes: the .onnx file (Uint8Array).
-  static async create(runtime, modelBytes, manifest) {
-    const session = await runtime.createSession(modelBytes);
+  // runtime: a booted Runtime; modelBytes: the .onnx file (Uint8Array) of the manifest's `variant`,
+  // whose session_config (pocketlm/manifest.py Variant) the session is made with.
+  static async create(runtime, modelBytes, manifest, variant = manifest.default_variant) {
+    const entry = manifest.variants[variant];
+    if (!entry) throw new Error(`the manifest has no variant ${JSON.stringify(variant)}`);
+    const session = await runtime.createSession(modelBytes, entry.session_config ?? {});
     try {
       return new Engine(runtime, session, manifest, runtime.names(session));
     } catch (err) {

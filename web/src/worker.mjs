@@ -208,7 +208,7 @@ async function load(msg) {
   postMessage({ type: "progress", phase: "model", message: `creating the ${model.variant} session` });
   let created;
   try {
-    created = await Engine.create(runtime, new Uint8Array(msg.onnx), JSON.parse(msg.manifestText));
+    created = await Engine.create(runtime, new Uint8Array(msg.onnx), JSON.parse(msg.manifestText), model.variant);
   } catch (err) {
     throw new Error(`${model.file} could not be loaded by onnxruntime (${messageOf(err)}); re-export the model`);
   }
