@@ -50,7 +50,7 @@ WORK = os.path.join(ROOT, "runs", "bench")
 SHIPPED = ["sql-autocomplete", "reminder-extract"]
 RANDOM = ["llama2c-15m", "llama-3m"]
 ALL_MODELS = ["llama2c-15m", "sql-autocomplete", "llama-3m", "reminder-extract"]
-THREADED_VARIANTS = ("fp32", "int8")  # threads > 1 are measured for these (q4 is slow and 2 threads did not help it)
+THREADED_VARIANTS = ("fp32", "int8")  # threads > 1 are measured for these (q4 runs fp32 MatMuls: it would repeat fp32)
 TJS_DTYPE = {"fp32": "fp32", "int8": "q8"}  # our variant -> transformers.js dtype (hf/ file); q4: none
 
 

@@ -269,3 +269,79 @@ def test_an_output_path_that_is_not_a_folder_is_a_one_line_error(quick_export, t
                      "--runs", str(quick_export.runs_dir)])
     err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("training:")]
     assert code == 2 and err == [f"error: {blocked} is a file, not a folder: choose another --out"], err
+
+
+# ------------------------------------------------------------------------ weight average (ema)
+
+class _TinyData:
+    """Random packed groups: enough for train() (key, val_groups, train_groups)."""
+    key = "tiny-random"
+
+    def __init__(self, arch):
+        import random
+
+        from export.data import Group
+        rng = random.Random(0)
+
+        def group():
+            ids = [1] + [rng.randrange(3, arch.vocab_size) for _ in range(31)]
+            return Group(ids=ids, positions=list(range(32)), segment=[0] * 32, targets=ids[1:] + [-100])
+
+        self.train, self.val = [group() for _ in range(24)], [group() for _ in range(4)]
+
+    def val_groups(self):
+        return self.val
+
+    def train_groups(self, rng):
+        return list(self.train)
+
+
+def _params(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.8])
+def test_weight_average_is_the_trained_model_and_resumes(tmp_path, monkeypatch, ema):
+    """With ema the returned (exported) weights are the checkpoint's average, not its last weights; an
+    interrupted run resumes to the same average. Without, they are the last weights."""
+    import dataclasses
+
+    import export.train as T
+
+    arch = dataclasses.replace(quick_recipe().arch, vocab_size=64)
+    cfg = T.TrainConfig(steps=20, batch_tokens=256, lr=3e-3, warmup=2, ckpt_every=5, eval_every=20, threads=1,
+                        ema=ema)
+    data = _TinyData(arch)
+    whole, _ = T.train(arch, cfg, data, run_dir=str(tmp_path / "whole"), log=lambda *_: None)
+    state = torch.load(tmp_path / "whole" / "ckpt.pt", map_location="cpu", weights_only=True)
+    got = _params(whole)
+    if ema:
+        assert all(torch.equal(got[k], state["ema"][k]) for k in got)
+        assert not all(torch.equal(got[k], state["model"][k]) for k in got), "the average differs from the last"
+    else:
+        assert "ema" not in state and all(torch.equal(got[k], state["model"][k]) for k in got)
+
+    save = T._save_atomic
+
+    def save_then_interrupt(obj, path):
+        save(obj, path)
+        if obj["step"] == 10:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "_save_atomic", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(arch, cfg, data, run_dir=str(tmp_path / "resumed"), log=lambda *_: None)
+    monkeypatch.setattr(T, "_save_atomic", save)
+    resumed, _ = T.train(arch, cfg, data, run_dir=str(tmp_path / "resumed"), log=lambda *_: None)
+    assert all(torch.equal(got[k], v) for k, v in _params(resumed).items())
+
+
+def test_a_config_field_added_later_keeps_old_checkpoints_resumable():
+    """ema at 0 (off) is left out of the fingerprint and the manifest's config, as before it existed."""
+    import dataclasses
+
+    from export.train import TrainConfig, config_dict, fingerprint
+    cfg = TrainConfig()
+    assert "ema" not in config_dict(cfg)
+    assert config_dict(dataclasses.replace(cfg, ema=0.99))["ema"] == 0.99
+    assert fingerprint(cfg) != fingerprint(dataclasses.replace(cfg, ema=0.99))
