@@ -25,7 +25,7 @@ import numpy as np
 
 from pocketlm.manifest import Architecture
 
-VERSION = 2  # of this builder: a new value rebuilds cached folders (2: the graph's head answers the runner-up)
+VERSION = 3  # of this builder: a new value rebuilds cached folders (2: the graph's head answers the runner-up; 3: q4 as int4 + DequantizeLinear)
 MAGIC = 0x616B3432  # "ak42"
 
 
