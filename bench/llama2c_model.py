@@ -25,7 +25,8 @@ import numpy as np
 
 from pocketlm.manifest import Architecture
 
-VERSION = 3  # of this builder: a new value rebuilds cached folders (2: the graph's head answers the runner-up; 3: q4 as int4 + DequantizeLinear)
+VERSION = 4  # of this builder: a new value rebuilds cached folders (2: the graph's head answers the runner-up; 3: q4 as
+# int4 + DequantizeLinear; 4: GroupQueryAttention over the caller's cache, manifest format 2)
 MAGIC = 0x616B3432  # "ak42"
 
 

@@ -35,8 +35,9 @@ import tempfile
 from pocketlm.manifest import Architecture, Manifest, TokenizerInfo, Variant, load_manifest, sha256_file
 from pocketlm.tasks import text as text_task
 
-BUILDER_VERSION = 5  # 3: decode graphs carry the greedy head (next_token, logits_sum); 4: and its runner_up;
-# 5: q4 is int4 + DequantizeLinear, folded at session start (export/quantize.py)
+BUILDER_VERSION = 6  # 3: decode graphs carry the greedy head (next_token, logits_sum); 4: and its runner_up;
+# 5: q4 is int4 + DequantizeLinear, folded at session start (export/quantize.py); 6: attention is
+# GroupQueryAttention over the caller's cache, written in place (manifest format 2)
 TOKENIZER_VERSION = 3  # of the bench tokenizers (unchanged since builder version 3: not retrained)
 SPECIALS = {"pad_id": 0, "bos_id": 1, "eos_id": 2}
 

@@ -34,7 +34,7 @@ that scale) — taken for -45 % bytes; share_embedding=False keeps E.
 
 Both outputs are deterministic (same input bytes -> same output bytes; tests/test_onnx_graph.py).
 The graph's outputs are kept as they are: logits, the greedy head (next_token = ArgMax and logits_sum,
-which read the lm head's output tensor, whichever node now computes it) and the new K/V rows
+which read the lm head's output tensor, whichever node now computes it) and the present K/V buffers
 (tests/test_greedy_head.py runs the head on both quantized variants).
 """
 

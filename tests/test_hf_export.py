@@ -129,7 +129,7 @@ def test_fp32_matches_pocketlm_graph_prefill_and_cached_steps(exported, manifest
         assert got.shape == want.shape == (len(chunk), a.vocab_size)
         assert np.abs(got - want).max() <= ATOL
 
-    # present.* (fed back as past) holds the same rows as pocketlm's cache, head-major [1, K, T, Hd]
+    # present.* (fed back as past) holds the same rows as pocketlm's cache, both head-major [1, K, T, Hd]
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(out / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -139,7 +139,7 @@ def test_fp32_matches_pocketlm_graph_prefill_and_cached_steps(exported, manifest
                                                      for i in range(a.n_layers) for w in ("key", "value")}}
     present_k = sess.run(["present.3.key"], feeds)[0]
     assert present_k.shape == (1, a.n_kv_heads, 28, a.head_dim)
-    assert np.abs(present_k[0].transpose(1, 0, 2) - cache.keys[3][:28]).max() <= ATOL
+    assert np.abs(present_k[0] - cache.keys[3][0, :, :28]).max() <= ATOL
 
 
 def test_greedy_tokens_identical_over_24_steps(exported, manifest, ids):
@@ -281,14 +281,16 @@ def test_tiny_random_model_matches_pocketlm_graph(tmp_path, n_kv_heads):
     pocket = build_decode_graph(sd, a)
     onnx.save(build_hf_graph(folded_weights(pocket, a), a), str(tmp_path / "hf.onnx"))
     sess = ort.InferenceSession(pocket.SerializeToString(), providers=["CPUExecutionProvider"])
-    past = [np.zeros((0, K, Hd), np.float32)] * (2 * a.n_layers)
+    cache = [np.zeros((1, K, a.max_seq_len, Hd), np.float32)] * (2 * a.n_layers)
+    length = [0]
 
     def pocket_step(chunk):
-        start = past[0].shape[0]
-        feeds = {"input_ids": np.array([chunk]), "position_ids": np.arange(start, start + len(chunk))[None]}
-        feeds.update({f"past.{i // 2}.{('key', 'value')[i % 2]}": p for i, p in enumerate(past)})
-        res = sess.run(["logits"] + [f"new.{i // 2}.{('key', 'value')[i % 2]}" for i in range(2 * a.n_layers)], feeds)
-        past[:] = [np.concatenate([p, n]) for p, n in zip(past, res[1:])]
+        total = length[0] + len(chunk)
+        feeds = {"input_ids": np.array([chunk]), "seqlens_k": np.array([total - 1], np.int32),
+                 "total_sequence_length": np.array(total, np.int32)}
+        feeds.update({f"cache.{i // 2}.{('key', 'value')[i % 2]}": c for i, c in enumerate(cache)})
+        res = sess.run(["logits"] + [f"present.{i // 2}.{('key', 'value')[i % 2]}" for i in range(2 * a.n_layers)], feeds)
+        cache[:], length[0] = res[1:], total
         return res[0][0]
 
     probe = [int(t) for t in rng.integers(0, a.vocab_size, 12)]

@@ -209,21 +209,16 @@ def onnx_logits(model_path, cfg: Config, tokens: list[int], prefill: int) -> np.
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
-    Hd = cfg.head_size
-    past = [[np.zeros((0, cfg.n_kv_heads, Hd), np.float32)] * 2 for _ in range(cfg.n_layers)]
+    kv = [f"{i}.{w}" for i in range(cfg.n_layers) for w in ("key", "value")]
+    cache = [np.zeros((1, cfg.n_kv_heads, cfg.seq_len, cfg.head_size), np.float32)] * len(kv)
     chunks = [tokens[:prefill]] + [[t] for t in tokens[prefill:]]
-    names = ["logits"] + [f"new.{i}.{kv}" for i in range(cfg.n_layers) for kv in ("key", "value")]
-    out, start = [], 0
+    out, total = [], 0
     for chunk in chunks:
-        feeds = {"input_ids": np.array([chunk], np.int64),
-                 "position_ids": np.arange(start, start + len(chunk), dtype=np.int64)[None]}
-        for i, (k, v) in enumerate(past):
-            feeds[f"past.{i}.key"], feeds[f"past.{i}.value"] = k, v
-        logits, *news = sess.run(names, feeds)
-        past = [[np.concatenate([past[i][0], news[2 * i]]), np.concatenate([past[i][1], news[2 * i + 1]])]
-                for i in range(cfg.n_layers)]
+        total += len(chunk)
+        feeds = {"input_ids": np.array([chunk], np.int64), "seqlens_k": np.array([total - 1], np.int32),
+                 "total_sequence_length": np.array(total, np.int32), **{f"cache.{n}": c for n, c in zip(kv, cache)}}
+        logits, *cache = sess.run(["logits"] + [f"present.{n}" for n in kv], feeds)
         out.append(logits[0])
-        start += len(chunk)
     return np.concatenate(out)
 
 
@@ -317,9 +312,10 @@ def test_an_untied_classifier_is_quantized_as_itself(tmp_path):
     check_quantized_variants(folder, SMALL, seen)
     sess = ort.InferenceSession(os.path.join(folder, "model.q4.onnx"), providers=["CPUExecutionProvider"])
     tokens = tokens_for(SMALL, 6)
-    empty = np.zeros((0, SMALL.n_kv_heads, SMALL.head_size), np.float32)
-    feeds = {"input_ids": np.array([tokens]), "position_ids": np.arange(6)[None]}
-    feeds.update({f"past.{i}.{kv}": empty for i in range(SMALL.n_layers) for kv in ("key", "value")})
+    empty = np.zeros((1, SMALL.n_kv_heads, SMALL.seq_len, SMALL.head_size), np.float32)
+    feeds = {"input_ids": np.array([tokens]), "seqlens_k": np.array([5], np.int32),
+             "total_sequence_length": np.array(6, np.int32)}
+    feeds.update({f"cache.{i}.{kv}": empty for i in range(SMALL.n_layers) for kv in ("key", "value")})
     logits, next_token = sess.run(["logits", "next_token"], feeds)
     assert next_token[0] == logits[0, -1].argmax()
 

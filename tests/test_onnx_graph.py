@@ -58,19 +58,26 @@ def session(path_or_model, config: dict | None = None, optimized_path: str | Non
     return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
 
-def run(sess, arch, ids, start, past):
-    """ids: list of S tokens at positions start..; past: per layer (k, v) [start, K, Hd]. -> logits [S, V], news."""
-    feeds = {"input_ids": np.array([ids], np.int64), "position_ids": np.arange(start, start + len(ids))[None]}
-    for i, (k, v) in enumerate(past):
-        feeds[f"past.{i}.key"], feeds[f"past.{i}.value"] = k, v
-    names = ["logits"] + [f"new.{i}.{w}" for i in range(arch.n_layers) for w in ("key", "value")]
+def run(sess, arch, ids, start, cache):
+    """ids: S tokens at positions start..; cache: per layer (k, v) buffers [1, K, M, Hd], rows < start valid.
+    -> logits [S, V] and per layer the new (k, v) rows [S, K, Hd]; the buffers take the graph's present.*."""
+    total = start + len(ids)
+    feeds = {"input_ids": np.array([ids], np.int64), "seqlens_k": np.array([total - 1], np.int32),
+             "total_sequence_length": np.array(total, np.int32)}
+    for i, (k, v) in enumerate(cache):
+        feeds[f"cache.{i}.key"], feeds[f"cache.{i}.value"] = k, v
+    names = ["logits"] + [f"present.{i}.{w}" for i in range(arch.n_layers) for w in ("key", "value")]
     out = sess.run(names, feeds)
-    return out[0][0], [(out[1 + 2 * i], out[2 + 2 * i]) for i in range(arch.n_layers)]
+    news = []
+    for i, (k, v) in enumerate(cache):
+        k[...], v[...] = out[1 + 2 * i], out[2 + 2 * i]
+        news.append((k[0, :, start:total].transpose(1, 0, 2), v[0, :, start:total].transpose(1, 0, 2)))
+    return out[0][0], news
 
 
-def empty_past(arch):
-    z = np.zeros((0, arch.n_kv_heads, arch.head_dim), np.float32)
-    return [(z, z) for _ in range(arch.n_layers)]
+def empty_cache(arch):
+    shape = (1, arch.n_kv_heads, arch.max_seq_len, arch.head_dim)
+    return [(np.zeros(shape, np.float32), np.zeros(shape, np.float32)) for _ in range(arch.n_layers)]
 
 
 def torch_reference(model, ids):
@@ -108,7 +115,7 @@ def test_prefill_matches_torch(built, S):
     arch, model, _, sess = built
     ids = torch.randint(0, arch.vocab_size, (S,), generator=torch.Generator().manual_seed(S)).tolist()
     ref_logits, ref_kv = torch_reference(model, ids)
-    logits, news = run(sess, arch, ids, 0, empty_past(arch))
+    logits, news = run(sess, arch, ids, 0, empty_cache(arch))
     assert logits.shape == (S, arch.vocab_size)
     np.testing.assert_allclose(logits, ref_logits, atol=ATOL, rtol=0)
     for (k, v), (rk, rv) in zip(news, ref_kv):  # new.* are exactly torch's (rotated) k / v rows
@@ -119,22 +126,19 @@ def test_prefill_matches_torch(built, S):
 
 @pytest.mark.parametrize("chunks", [[1] * 24, [7, 3] + [1] * 14, [5, 17, 1, 2]], ids=["steps", "7-3-1s", "5-17-1-2"])
 def test_cached_decoding_matches_full_sequence(built, chunks):
-    """Chunks at growing P, the caller appending new.* to its own cache, equal torch's full-sequence pass."""
+    """Chunks at growing P, each writing its rows into the caller's cache, equal torch's full-sequence pass."""
     arch, model, _, sess = built
     total = sum(chunks)
     ids = torch.randint(0, arch.vocab_size, (total,), generator=torch.Generator().manual_seed(total)).tolist()
     ref_logits, ref_kv = torch_reference(model, ids)
-    cache = [(np.zeros((arch.max_seq_len, arch.n_kv_heads, arch.head_dim), np.float32),
-              np.zeros((arch.max_seq_len, arch.n_kv_heads, arch.head_dim), np.float32)) for _ in range(arch.n_layers)]
+    cache = empty_cache(arch)
     start = 0
     for s in chunks:
-        past = [(k[:start], v[:start]) for k, v in cache]
-        logits, news = run(sess, arch, ids[start : start + s], start, past)
+        logits, news = run(sess, arch, ids[start : start + s], start, cache)
         np.testing.assert_allclose(logits, ref_logits[start : start + s], atol=ATOL, rtol=0)
-        for (ck, cv), (k, v), (rk, rv) in zip(cache, news, ref_kv):
+        for (k, v), (rk, rv) in zip(news, ref_kv):
             np.testing.assert_allclose(k, rk[start : start + s], atol=1e-5, rtol=0)
             np.testing.assert_allclose(v, rv[start : start + s], atol=1e-5, rtol=0)
-            ck[start : start + s], cv[start : start + s] = k, v
         start += s
 
 
@@ -145,9 +149,11 @@ def test_graph_shape_and_checker(built):
     assert model.opset_import[0].version == 17
     embedding = [t for t in model.graph.initializer if tuple(t.dims) == (arch.vocab_size, arch.dim)]
     assert len(embedding) == 1, "the tied embedding is stored once"
-    # per layer: qkv, scores, context, wo, gate_up, down
-    assert sum(n.op_type == "MatMul" for n in model.graph.node) == 6 * arch.n_layers
-    assert len(model.graph.node) < 55 * arch.n_layers
+    # per layer: qkv, wo, gate_up, down, and one attention op (the cache's layout is its contract)
+    assert sum(n.op_type == "MatMul" for n in model.graph.node) == 4 * arch.n_layers
+    attention = [n for n in model.graph.node if n.op_type == "GroupQueryAttention"]
+    assert len(attention) == arch.n_layers and {n.domain for n in attention} == {"com.microsoft"}
+    assert len(model.graph.node) <= 21 * arch.n_layers + 15
 
 
 def test_build_is_deterministic(built, tmp_path):
@@ -172,8 +178,8 @@ def test_quantized_top1_agreement(built, variant):
     qsess = session(str(d / f"{variant}.onnx"), SESSION_CONFIG.get(variant))
     ref, got = [], []
     for ids in eval_sequences(arch):
-        ref.append(run(sess, arch, ids, 0, empty_past(arch))[0])
-        got.append(run(qsess, arch, ids, 0, empty_past(arch))[0])
+        ref.append(run(sess, arch, ids, 0, empty_cache(arch))[0])
+        got.append(run(qsess, arch, ids, 0, empty_cache(arch))[0])
     ref, got = np.concatenate(ref), np.concatenate(got)
     agreement = float((ref.argmax(-1) == got.argmax(-1)).mean())
     print(f"\n{variant} top-1 agreement with fp32 over {len(ref)} positions: {agreement:.3f}")
@@ -222,23 +228,24 @@ def test_shared_embedding_reads_the_quantized_lm_head(built, variant):
     sess = session(_with_output(onnx.load(str(d / f"{variant}.onnx")), "embed"), SESSION_CONFIG.get(variant))
     for lo in (0, arch.vocab_size - 40):
         ids = list(range(lo, lo + 40))
-        feeds = {"input_ids": np.array([ids]), "position_ids": np.arange(40)[None]}
-        for i, (k, v) in enumerate(empty_past(arch)):
-            feeds[f"past.{i}.key"], feeds[f"past.{i}.value"] = k, v
+        feeds = {"input_ids": np.array([ids]), "seqlens_k": np.array([39], np.int32),
+                 "total_sequence_length": np.array(40, np.int32)}
+        for i, (k, v) in enumerate(empty_cache(arch)):
+            feeds[f"cache.{i}.key"], feeds[f"cache.{i}.value"] = k, v
         embed = sess.run(["embed"], feeds)[0]
         np.testing.assert_allclose(embed, weight[lo : lo + 40], atol=1e-6, rtol=1e-6)
 
 
 def test_q4_is_standard_onnx_dequantized_once_at_session_start(built, tmp_path):
-    """q4 stores int4 weights with plain DequantizeLinear (no contrib op); run with its session config,
+    """q4 stores int4 weights with plain DequantizeLinear (no 4-bit contrib op); run with its session config,
     onnxruntime folds every DequantizeLinear into an fp32 constant at session start, so no step
     dequantizes (or runs a 4-bit kernel). Without the config it would not: the config is what makes it so."""
     _, _, d, _ = built
     model = onnx.load(str(d / "q4.onnx"))
-    assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
-    assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}, "no com.microsoft ops in the file"
+    contrib = {n.op_type for n in model.graph.node if n.domain not in ("", "ai.onnx")}
+    assert contrib == {"GroupQueryAttention"}, "the only contrib op is the decode graph's attention"
     int4 = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT4]
-    matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and not n.name.endswith(("qk_dot", ".ctx"))]
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
     assert len(int4) == len(matmuls) > 0  # every weight MatMul, the lm head included
     ops = {}
     for label, config in (("with", SESSION_CONFIG["q4"]), ("without", {})):
@@ -271,11 +278,15 @@ def test_native_model_matches_torch(built, tmp_path):
     arch, model, _, _ = built
     native = NativeModel(write_model_dir(built, tmp_path / "m"), threads=1)
     ids = eval_sequences(arch, n_seq=1, length=20, seed=7)[0]
-    ref, _ = torch_reference(model, ids)
+    ref, ref_kv = torch_reference(model, ids)
     cache = native.new_cache()
     assert isinstance(cache, KVCache) and cache.length == 0
     np.testing.assert_allclose(native.forward_all(ids[:7], cache), ref[:7], atol=ATOL, rtol=0)
     assert cache.length == 7
+    # the graph wrote the rows into the cache's own buffers (present.* bound to them), nothing copied back
+    keys, values = cache.past(arch.n_layers - 1)
+    np.testing.assert_allclose(keys.transpose(1, 0, 2), ref_kv[-1][0][:7], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(values.transpose(1, 0, 2), ref_kv[-1][1][:7], atol=1e-5, rtol=0)
     for t in range(7, 12):
         last = asyncio.run(native.forward([ids[t]], cache))
         assert isinstance(last, list) and len(last) == arch.vocab_size and isinstance(last[0], float)

@@ -7,7 +7,7 @@ inference starts, and raises `ManifestError` naming what was wrong and how to fi
 
 Example (abridged):
 
-    {"format_version": 1, "name": "sql-autocomplete", "task": "sql",
+    {"format_version": 2, "name": "sql-autocomplete", "task": "sql",
      "architecture": {"vocab_size": 2048, "dim": 256, ...},
      "tokenizer": {"file": "tokenizer.json", "sha256": "…", "vocab_size": 2048,
                    "bos_id": 1, "eos_id": 2, "pad_id": 0},
@@ -26,7 +26,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-FORMAT_VERSION = 1
+# 2: the decode graph attends over the caller's whole cache buffer, which it writes in place
+# (GraphContract); version 1's graph returned the new K/V rows for the caller to append.
+FORMAT_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 
 
@@ -72,12 +74,18 @@ class Architecture:
 class GraphContract:
     """Names and layout of the decode graph's inputs and outputs (`{i}` is the layer index).
 
-    Inputs:  input_ids int64 [1, S]; position_ids int64 [1, S];
-             past.{i}.key / past.{i}.value float32 [P, n_kv_heads, head_dim] — the first P
-             positions of the caller's cache (position-major, so appending is a flat copy).
+    Inputs:  input_ids int64 [1, S]: S new tokens at positions P .. P+S-1 (P = cached positions);
+             seqlens_k int32 [1] = P+S-1 and total_sequence_length int32 [] = P+S (onnxruntime's
+             GroupQueryAttention inputs: the positions and the causal mask come from them);
+             cache.{i}.key / cache.{i}.value float32 [1, n_kv_heads, max_seq_len, head_dim] — the
+             caller's preallocated cache, whole: rows 0 .. P-1 are valid, the rest is ignored.
     Outputs: logits float32 [1, S, vocab] (every position: the last one for decoding, all for evals);
-             new.{i}.key / new.{i}.value float32 [S, n_kv_heads, head_dim] — only the S new rows,
-             which the caller appends to its own preallocated cache;
+             present.{i}.key / present.{i}.value, the same shape: the cache with the S new rows
+             (keys rotated) written at P .. P+S-1. A runtime binds each present output to its cache
+             input's own memory (onnxruntime IO binding, or a preallocated output tensor in the page),
+             and GroupQueryAttention then writes only the new rows, in place: no per-step copy of the
+             past (measured, README "The model folder and the decode graph"). Unbound, they are
+             copies, still correct;
              the greedy head (optional): next_token int64 [1] = ArgMax of the LAST position's logits
              (ties -> lowest id, as pocketlm.sampler.argmax) and logits_sum float32 [1] = the sum of
              that row (not finite <=> a NaN/inf logit: the runtime then re-runs for the row and the
@@ -94,13 +102,14 @@ class GraphContract:
     """
 
     input_ids: str = "input_ids"
-    position_ids: str = "position_ids"
-    past_key: str = "past.{i}.key"
-    past_value: str = "past.{i}.value"
+    seqlens_k: str = "seqlens_k"
+    total_length: str = "total_sequence_length"
+    cache_key: str = "cache.{i}.key"
+    cache_value: str = "cache.{i}.value"
     logits: str = "logits"
-    new_key: str = "new.{i}.key"
-    new_value: str = "new.{i}.value"
-    cache_layout: str = "position-major [P, n_kv_heads, head_dim]"
+    present_key: str = "present.{i}.key"
+    present_value: str = "present.{i}.value"
+    cache_layout: str = "whole buffer [1, n_kv_heads, max_seq_len, head_dim], written in place"
     logits_positions: str = "all"
     next_token: str | None = "next_token"
     logits_sum: str | None = "logits_sum"

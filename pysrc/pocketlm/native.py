@@ -8,9 +8,10 @@
     cache.truncate(n)                                  # roll back to the first n positions
 
 The decode graph's contract (names, layouts) comes from the manifest (pocketlm.manifest.GraphContract):
-the caller owns the KV cache — one preallocated [max_seq_len, n_kv_heads, head_dim] buffer per layer
-for keys and one for values — passes the first P rows as `past.{i}.*` and appends the S rows the
-graph returns as `new.{i}.*`.
+the caller owns the KV cache — one preallocated [1, n_kv_heads, max_seq_len, head_dim] buffer per
+layer for keys and one for values — and hands each buffer to the graph as `cache.{i}.*` with the
+graph's `present.{i}.*` output bound to the same memory (onnxruntime IO binding), so the graph writes
+the S new rows in place.
 
 numpy and onnxruntime are imported inside functions only: the rest of pocketlm is standard library.
 """
@@ -41,16 +42,21 @@ def _import_runtime():
 
 
 class KVCache:
-    """Preallocated keys/values per layer, each float32 [max_seq_len, n_kv_heads, head_dim].
+    """Preallocated keys/values per layer, each float32 [1, n_kv_heads, max_seq_len, head_dim].
 
-    Rows 0 .. length-1 are valid. `past(i)` gives views of those rows (no copy) to feed the graph.
+    Rows 0 .. length-1 are valid. The graph takes each buffer whole (cache.{i}.*) and, with its
+    present.{i}.* output bound to the same memory (NativeModel._run), writes the new rows in place.
     """
 
     def __init__(self, n_layers: int, max_seq_len: int, n_kv_heads: int, head_dim: int):
-        np, _ = _import_runtime()
+        np, ort = _import_runtime()
         self.max_seq_len = max_seq_len
-        self.keys = [np.zeros((max_seq_len, n_kv_heads, head_dim), np.float32) for _ in range(n_layers)]
-        self.values = [np.zeros((max_seq_len, n_kv_heads, head_dim), np.float32) for _ in range(n_layers)]
+        shape = (1, n_kv_heads, max_seq_len, head_dim)
+        self.keys = [np.zeros(shape, np.float32) for _ in range(n_layers)]
+        self.values = [np.zeros(shape, np.float32) for _ in range(n_layers)]
+        # onnxruntime views of the same memory (no copy): bound as both input and output of a run
+        self._ort = [(ort.OrtValue.ortvalue_from_numpy(k), ort.OrtValue.ortvalue_from_numpy(v))
+                     for k, v in zip(self.keys, self.values)]
         self._length = 0
 
     @property
@@ -69,17 +75,9 @@ class KVCache:
         self._length = 0
 
     def past(self, layer: int):
-        """(keys, values) views [length, n_kv_heads, head_dim] of one layer (contiguous: position-major)."""
+        """(keys, values) views [n_kv_heads, length, head_dim] of one layer's valid rows."""
         n = self._length
-        return self.keys[layer][:n], self.values[layer][:n]
-
-    def _append(self, new_keys: list, new_values: list) -> None:
-        n, s = self._length, new_keys[0].shape[0]
-        for buf, rows in zip(self.keys, new_keys):
-            buf[n : n + s] = rows
-        for buf, rows in zip(self.values, new_values):
-            buf[n : n + s] = rows
-        self._length = n + s
+        return self.keys[layer][0, :, :n], self.values[layer][0, :, :n]
 
     def __repr__(self) -> str:
         return f"KVCache(length={self._length}, max_seq_len={self.max_seq_len}, layers={len(self.keys)})"
@@ -123,19 +121,20 @@ class NativeModel:
 
     def _bind_contract(self, c: GraphContract) -> None:
         n = self.arch.n_layers
-        self._past = [(c.past_key.format(i=i), c.past_value.format(i=i)) for i in range(n)]
-        new_rows = [name.format(i=i) for i in range(n) for name in (c.new_key, c.new_value)]
-        self._outputs = [c.logits] + new_rows
+        self._caches = [(c.cache_key.format(i=i), c.cache_value.format(i=i)) for i in range(n)]
+        self._presents = [(c.present_key.format(i=i), c.present_value.format(i=i)) for i in range(n)]
+        self._outputs = [c.logits]
         # the greedy head: fetch two numbers instead of [1, S, V] logits (GraphContract)
         self.has_head = c.has_head
         head = [c.next_token, c.logits_sum] + ([c.runner_up] if c.has_runner_up else [])
-        self._head_outputs = head + new_rows if c.has_head else None
+        self._head_outputs = head if c.has_head else None
         self._head_size = len(head)
-        self._ids, self._pos = c.input_ids, c.position_ids
-        want_in = {c.input_ids, c.position_ids} | {name for pair in self._past for name in pair}
+        self._ids, self._seqlens, self._total = c.input_ids, c.seqlens_k, c.total_length
+        want_in = {c.input_ids, c.seqlens_k, c.total_length} | {name for pair in self._caches for name in pair}
+        want_out = set(self._outputs + (self._head_outputs or [])) | {name for pair in self._presents for name in pair}
         have_in = {x.name for x in self._session.get_inputs()}
         have_out = {x.name for x in self._session.get_outputs()}
-        missing = sorted(want_in - have_in) + sorted(set(self._outputs + (self._head_outputs or [])) - have_out)
+        missing = sorted(want_in - have_in) + sorted(want_out - have_out)
         extra = sorted(have_in - want_in)
         if missing or extra:
             raise ModelLoadError(
@@ -149,7 +148,7 @@ class NativeModel:
 
     def _check(self, token_ids, cache: KVCache) -> list[int]:
         if not isinstance(cache, KVCache) or len(cache.keys) != self.arch.n_layers or cache.keys[0].shape != (
-            self.arch.max_seq_len, self.arch.n_kv_heads, self.arch.head_dim
+            1, self.arch.n_kv_heads, self.arch.max_seq_len, self.arch.head_dim
         ):
             raise ValueError("cache was not made by this model's new_cache()")
         try:
@@ -170,20 +169,26 @@ class NativeModel:
         return ids
 
     def _run(self, token_ids: list[int], cache: KVCache, outputs: list[str]) -> list:
-        """Run S new tokens at positions cache.length .. +S-1 fetching `outputs` (K/V rows last); append the rows."""
+        """Run S new tokens at positions cache.length .. +S-1 fetching `outputs`; their K/V rows go
+        into the cache in place (each present output bound to its cache buffer)."""
         np = self._np
         ids = self._check(token_ids, cache)
-        start = cache.length
-        feeds = {
-            self._ids: np.asarray([ids], dtype=np.int64),
-            self._pos: np.arange(start, start + len(ids), dtype=np.int64)[None],
-        }
-        for i, (key_name, value_name) in enumerate(self._past):
-            feeds[key_name], feeds[value_name] = cache.past(i)
-        out = self._session.run(outputs, feeds)
-        rows = out[len(outputs) - 2 * self.arch.n_layers:]
-        cache._append(rows[0::2], rows[1::2])
-        return out
+        total = cache.length + len(ids)
+        binding = self._session.io_binding()
+        binding.bind_cpu_input(self._ids, np.asarray([ids], dtype=np.int64))
+        binding.bind_cpu_input(self._seqlens, np.asarray([total - 1], dtype=np.int32))
+        binding.bind_cpu_input(self._total, np.asarray(total, dtype=np.int32))
+        for (key_in, value_in), (key_out, value_out), (k, v) in zip(self._caches, self._presents, cache._ort):
+            binding.bind_ortvalue_input(key_in, k)
+            binding.bind_ortvalue_input(value_in, v)
+            binding.bind_ortvalue_output(key_out, k)
+            binding.bind_ortvalue_output(value_out, v)
+        for name in outputs:
+            binding.bind_output(name)
+        self._session.run_with_iobinding(binding)
+        cache._length = total
+        # outputs come back in binding order: the presents first, then what was asked for
+        return [x.numpy() for x in binding.get_outputs()[2 * self.arch.n_layers:]]
 
     def forward_all(self, token_ids: list[int], cache: KVCache):
         """Run S new tokens at positions cache.length .. +S-1; append their K/V; return logits [S, vocab] float32."""

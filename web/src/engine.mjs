@@ -1,19 +1,19 @@
 // The only module that touches onnxruntime. It drives onnxruntime-web's WebAssembly module
 // (ort-wasm-simd-threaded.mjs + .wasm, from npm) through the C functions that module exports
 // (onnxruntime's wasm/api.h: OrtCreateSession, OrtCreateTensor, OrtRun, ...), not through ort's JS
-// `InferenceSession`, because that API copies every input into wasm memory at every run. Here the KV
-// caches live in wasm memory: per layer one region for keys and one for values, [max_seq_len,
-// n_kv_heads, head_dim] position-major, so the first P rows are handed to the decode graph as
-// `past.{i}.*` tensors that point into the region (no copy) and the graph's new rows (`new.{i}.*`,
-// [S, K, Hd]) are appended with one copy inside wasm memory. Measured (README, "Benchmark"): a decode
-// step of the 3.9 M models ~15-25% faster than through `InferenceSession.run`.
+// `InferenceSession`, because that API copies every input into wasm memory at every run and allocates
+// every output anew. Here the KV caches live in wasm memory: per layer one buffer for keys and one for
+// values, [1, n_kv_heads, max_seq_len, head_dim], each wrapped once in a tensor that is handed to the
+// decode graph both as its `cache.{i}.*` input and as the preallocated `present.{i}.*` output, so the
+// graph's GroupQueryAttention writes the new rows in place and nothing of the past is copied
+// (pocketlm/manifest.py GraphContract; measured in README, "The model folder and the decode graph").
 //
 // Python never sees the cache: it holds a cache id and gets the last position's logits back — or,
 // asked for "argmax" on a graph with the greedy head (manifest graph.next_token / graph.logits_sum),
 // only [token, logits_sum] (and runner_up, when the graph has it): the logits are then not fetched.
 // Runs are queued, never overlapped: a session does one run at a time.
 
-const FLOAT = 1, INT64 = 7;  // ONNX TensorProto element types
+const FLOAT = 1, INT32 = 6, INT64 = 7;  // ONNX TensorProto element types
 const CPU = 1;  // tensor data location "cpu" (onnxruntime-web's DataLocation enum)
 const LOG_WARNING = 2;  // onnxruntime's logging severity: warnings and errors reach the console
 const OPTIMIZE_ALL = 99;  // GraphOptimizationLevel ORT_ENABLE_ALL, as onnxruntime-web's default
@@ -125,15 +125,16 @@ export class Engine {
     this.queue = Promise.resolve();
     this.lastRunMs = 0;  // the last OrtRun alone (make bench's per-token breakdown)
     const g = this.graph, layers = Array.from({ length: this.arch.n_layers }, (_, i) => i);
-    const past = layers.flatMap((i) => [g.past_key.replace("{i}", i), g.past_value.replace("{i}", i)]);
-    const newRows = layers.flatMap((i) => [g.new_key.replace("{i}", i), g.new_value.replace("{i}", i)]);
-    // a manifest written before the head has no next_token/logits_sum keys: logits path only
+    const caches = layers.flatMap((i) => [g.cache_key.replace("{i}", i), g.cache_value.replace("{i}", i)]);
+    const presents = layers.flatMap((i) => [g.present_key.replace("{i}", i), g.present_value.replace("{i}", i)]);
+    // a manifest without next_token/logits_sum keys has no greedy head: logits path only
     this.hasHead = Boolean(g.next_token && g.logits_sum);
     this.headSize = this.hasHead && g.runner_up ? 3 : 2;  // [next_token, logits_sum, runner_up?]
-    const inputs = [g.input_ids, g.position_ids, ...past];
-    const fetches = {  // what a run computes and hands back: never the logits on a greedy-head step
-      logits: [g.logits, ...newRows],
-      argmax: this.hasHead ? [g.next_token, g.logits_sum, ...(this.headSize > 2 ? [g.runner_up] : []), ...newRows] : null,
+    const inputs = [g.input_ids, g.seqlens_k, g.total_length, ...caches];
+    const fetches = {  // what a run computes and hands back (never the logits on a greedy-head step); the
+      // presents come last, bound to the cache tensors
+      logits: [g.logits, ...presents],
+      argmax: this.hasHead ? [g.next_token, g.logits_sum, ...(this.headSize > 2 ? [g.runner_up] : []), ...presents] : null,
     };
     const [inputNames, outputNames] = names;
     const missing = [...inputs.filter((n) => !inputNames.includes(n)),
@@ -151,9 +152,8 @@ export class Engine {
     for (const [want, list] of Object.entries(fetches)) {
       if (list) this.outputs[want] = { count: list.length, names: cArray(list), handles: M._malloc(4 * list.length) };
     }
-    const S = this.arch.max_seq_len;
-    this.idsAt = M._malloc(8 * S);  // int64 [S] token ids
-    this.positionsAt = M._malloc(8 * S);  // int64 [S] their positions
+    this.idsAt = M._malloc(8 * this.arch.max_seq_len);  // int64 [S] token ids
+    this.lengthsAt = M._malloc(8);  // int32 seqlens_k [1] = P+S-1, int32 total_sequence_length [] = P+S
     this.dimsAt = M._malloc(4 * 4);  // a tensor's dims, written before each OrtCreateTensor
     this.scratch = M._malloc(16);  // OrtGetTensorData's answers: type, data, dims, dims count
   }
@@ -173,14 +173,20 @@ export class Engine {
   }
 
   newCache() {
-    const { n_layers, max_seq_len } = this.arch;
-    const bytes = 4 * max_seq_len * this.rowSize;
-    const cache = { length: 0, keys: [], values: [] };  // wasm addresses of each layer's rows
-    for (let i = 0; i < n_layers; i++) {
-      const [k, v] = [this.runtime.M._malloc(bytes), this.runtime.M._malloc(bytes)];
-      if (!k || !v) throw new Error(`no memory left for a KV cache of ${(2 * n_layers * bytes / 1e6).toFixed(1)} MB`);
-      cache.keys.push(k);
-      cache.values.push(v);
+    const { n_layers, n_kv_heads, max_seq_len } = this.arch, M = this.runtime.M;
+    const bytes = 4 * max_seq_len * this.rowSize, dims = [1, n_kv_heads, max_seq_len, this.arch.dim / this.arch.n_heads];
+    // per layer: wasm addresses of the key and value buffers and the tensors over them (made once)
+    const cache = { length: 0, buffers: [], tensors: [] };
+    try {
+      for (let i = 0; i < 2 * n_layers; i++) {
+        const at = M._malloc(bytes);
+        if (!at) throw new Error(`no memory left for a KV cache of ${(2 * n_layers * bytes / 1e6).toFixed(1)} MB`);
+        cache.buffers.push(at);
+        cache.tensors.push(this.#tensor(FLOAT, at, bytes, dims));
+      }
+    } catch (err) {
+      this.#free(cache);
+      throw err;
     }
     const id = this.nextId++;
     this.caches.set(id, cache);
@@ -202,7 +208,12 @@ export class Engine {
     if (!cache) return;
     this.caches.delete(id);
     // a run of this cache may still be queued: free its memory after it
-    this.queue = this.queue.then(() => [...cache.keys, ...cache.values].forEach((at) => this.runtime.M._free(at)));
+    this.queue = this.queue.then(() => this.#free(cache));
+  }
+
+  #free(cache) {
+    cache.tensors.forEach((t) => this.runtime.M._OrtReleaseTensor(t));
+    cache.buffers.forEach((at) => this.runtime.M._free(at));
   }
 
   // ids: array of token ids (numbers). Appends their K/V rows; resolves to the last row's logits
@@ -217,40 +228,35 @@ export class Engine {
 
   async #run(id, ids, head) {
     const cache = this.#cache(id);
-    const { runtime, arch, rowSize } = this, M = runtime.M;
-    const S = ids.length, P = cache.length, V = arch.vocab_size, hd = arch.dim / arch.n_heads;
+    const { runtime, arch } = this, M = runtime.M;
+    const S = ids.length, P = cache.length, V = arch.vocab_size;
     if (S < 1) throw new Error("forward needs at least one token");
     if (P + S > arch.max_seq_len) throw new Error(`${P + S} positions exceed the context of ${arch.max_seq_len}`);
     let heap = runtime.heap();
     const i64 = new BigInt64Array(heap.buffer);
-    ids.forEach((t, k) => { i64[this.idsAt / 8 + k] = BigInt(t); i64[this.positionsAt / 8 + k] = BigInt(P + k); });
+    ids.forEach((t, k) => { i64[this.idsAt / 8 + k] = BigInt(t); });
+    new Int32Array(heap.buffer).set([P + S - 1, P + S], this.lengthsAt / 4);
     const out = head ? this.outputs.argmax : this.outputs.logits;
-    const tensors = [this.#tensor(INT64, this.idsAt, 8 * S, [1, S]), this.#tensor(INT64, this.positionsAt, 8 * S, [1, S])];
+    const first = head ? this.headSize : 1;  // outputs before the presents: the head's or [logits]
+    const tensors = [this.#tensor(INT64, this.idsAt, 8 * S, [1, S]), this.#tensor(INT32, this.lengthsAt, 4, [1]),
+      this.#tensor(INT32, this.lengthsAt + 4, 4, [])];
     const produced = [];
     try {
-      for (let i = 0; i < arch.n_layers; i++) {
-        tensors.push(this.#tensor(FLOAT, cache.keys[i], 4 * P * rowSize, [P, arch.n_kv_heads, hd]));
-        tensors.push(this.#tensor(FLOAT, cache.values[i], 4 * P * rowSize, [P, arch.n_kv_heads, hd]));
-      }
       let u32 = new Uint32Array(runtime.heap().buffer);
-      tensors.forEach((t, k) => { u32[this.inputs.handles / 4 + k] = t; });
-      u32.fill(0, out.handles / 4, out.handles / 4 + out.count);
+      [...tensors, ...cache.tensors].forEach((t, k) => { u32[this.inputs.handles / 4 + k] = t; });
+      u32.fill(0, out.handles / 4, out.handles / 4 + first);  // onnxruntime allocates these
+      cache.tensors.forEach((t, k) => { u32[out.handles / 4 + first + k] = t; });  // present.* = cache.* (in place)
       const t0 = performance.now();
       const rc = await M._OrtRun(this.session, this.inputs.names, this.inputs.handles, this.inputs.count,
         out.names, out.count, out.handles, 0);
       this.lastRunMs = performance.now() - t0;
       heap = runtime.heap();
       u32 = new Uint32Array(heap.buffer);
-      for (let k = 0; k < out.count; k++) if (u32[out.handles / 4 + k]) produced.push(u32[out.handles / 4 + k]);
+      for (let k = 0; k < first; k++) if (u32[out.handles / 4 + k]) produced.push(u32[out.handles / 4 + k]);
       if (rc !== 0) runtime.fail("the model's forward pass failed");
-      const data = (k, count) => this.#data(u32[out.handles / 4 + k], count);
-      const first = head ? this.headSize : 1;  // outputs before the new rows: the head's or [logits]
-      const f32 = new Float32Array(heap.buffer);
-      for (let i = 0; i < 2 * arch.n_layers; i++) {
-        const at = data(first + i, S * rowSize), region = i % 2 ? cache.values[i >> 1] : cache.keys[i >> 1];
-        f32.copyWithin(region / 4 + P * rowSize, at / 4, at / 4 + S * rowSize);
-      }
       cache.length = P + S;
+      const data = (k, count) => this.#data(u32[out.handles / 4 + k], count);
+      const f32 = new Float32Array(heap.buffer);
       if (head) {  // int64 [1], float32 [1] (, int64 [1])
         const id = (k) => Number(new BigInt64Array(heap.buffer, data(k, 1), 1)[0]);
         return this.headSize > 2 ? [id(0), f32[data(1, 1) / 4], id(2)] : [id(0), f32[data(1, 1) / 4]];
