@@ -9,9 +9,11 @@ so only the page's code differs.
 
 Per model: cold loads (navigation -> ready -> first token of an 8-token generation, with the page's load
 breakdown, `model.stats`) and, with --runs > 0, decode tokens/s of 128-token greedy generations in one
-warm page per round. Prints a Markdown table (medians, with every run) and writes runs/bench-ab/<time>.json.
+warm page per round, with the first generation after the page's idle-time warm-up as a percentage of
+it. Prints a Markdown table (medians, with every run) and writes runs/bench-ab/<time>.json.
 
-    python -m bench.ab --base COMMIT [--models llama2c-15m,sql-autocomplete] [--loads 5] [--runs 3] [--options JSON]
+    python -m bench.ab --base COMMIT [--models llama2c-15m,sql-autocomplete] [--loads 5] [--runs 3]
+                       [--variant fp32] [--options JSON]
 """
 
 from __future__ import annotations
@@ -102,8 +104,14 @@ def cold_load(br: Browser, url: str, args: dict) -> dict[str, float]:
 
 
 def decode(br: Browser, url: str, args: dict) -> dict[str, float]:
+    """Decode tok/s of the timed runs and, as a percentage of it, the page's first generation after its
+    idle-time warm-up (the same page, just before them: the bench's "first generation after load")."""
     res = br.measure(url, OURS_JS, args)["cold"]
-    return {"tokens_per_s": tok_s(res["runs"])}
+    out = {"tokens_per_s": tok_s(res["runs"])}
+    if res.get("after_warm_new_tokens"):
+        after = tok_s([{"tokens": res["after_warm_new_tokens"], "decode_ms": res["after_warm_decode_ms"]}])
+        out["after_warm_up_pct_of_steady"] = 100.0 * after / out["tokens_per_s"]
+    return out
 
 
 def run(args) -> dict:
@@ -123,9 +131,9 @@ def run(args) -> dict:
             br = Browser(p)
             for name in args.models:
                 samples = {"base": {}, "now": {}}
-                short = page_args(name, "fp32", 1, prompts[name], "idle", opts={**GEN, "max_new_tokens": 8})
+                short = page_args(name, args.variant, 1, prompts[name], "idle", opts={**GEN, "max_new_tokens": 8})
                 opts = {**GEN, **args.options}
-                timed = {**page_args(name, "fp32", 1, prompts[name], "idle", opts=opts), "runs": args.runs}
+                timed = {**page_args(name, args.variant, 1, prompts[name], "idle", opts=opts), "runs": args.runs}
                 for r, order in enumerate(rounds(args.loads)):
                     log(f"{name}: round {r + 1}/{args.loads} ({' then '.join(order)})")
                     for build in order:
@@ -140,12 +148,12 @@ def run(args) -> dict:
     finally:
         server.shutdown()
     return {"base": commit, "now": "working tree", "loads": args.loads, "runs": args.runs, "options": args.options,
-            "models": results}
+            "variant": args.variant, "models": results}
 
 
 def table(report: dict) -> str:
     lines = [f"A/B: base {report['base'][:12]} vs the working tree; {report['loads']} alternating rounds, "
-             "fp32, one thread, medians (every run in brackets)"
+             f"{report.get('variant', 'fp32')}, one thread, medians (every run in brackets)"
              + (f"; decode options {json.dumps(report['options'])}" if report.get("options") else ""), "",
              "| model | figure | base | now | now / base |", "|---|---|---|---|---|"]
     for name, rows in report["models"].items():
@@ -164,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loads", type=int, default=5, help="alternating rounds per model (default 5)")
     parser.add_argument("--runs", type=int, default=0,
                         help="timed 128-token generations per round for decode tok/s (default 0: cold loads only)")
+    parser.add_argument("--variant", default="fp32", help="the model variant both pages load (default fp32)")
     parser.add_argument("--options", default="{}",
                         help='generation options over the bench\'s greedy ones for the decode runs, as JSON, e.g. '
                              '\'{"temperature": 1.0, "top_p": 0.9, "seed": 1}\' (sampled decoding)')

@@ -28,6 +28,17 @@ def test_summarize_takes_medians_and_the_ratio():
         ab.table({"base": "0" * 40, "loads": 3, "models": {"x": rows}})
 
 
+def test_decode_reports_the_first_generation_after_the_warm_up_against_the_same_pages_steady_state():
+    class Page:  # what bench.pages.OURS_JS returns for a timed page: 3 runs of 127 tokens at 100 ms each
+        def measure(self, url, js, args):
+            return {"cold": {"runs": [{"tokens": 127, "decode_ms": 100.0}] * 3,
+                             "after_warm_new_tokens": 127, "after_warm_decode_ms": 125.0}}
+
+    out = ab.decode(Page(), "http://x/index.html", {})
+    assert out["tokens_per_s"] == pytest.approx(1270.0)
+    assert out["after_warm_up_pct_of_steady"] == pytest.approx(80.0)
+
+
 @pytest.mark.parametrize("bad", ["no-such-ref-anywhere", "0" * 40])
 def test_an_unknown_base_is_a_clear_error(bad):
     with pytest.raises(BenchError, match="is not a commit of this repository.*make bench-ab BASE=HEAD~1"):
