@@ -53,7 +53,22 @@ OURS_JS = """async ({manifest, variant, threads, prompt, opts, runs, prefill, ow
     return res;
   } finally { m.dispose(); }
 }"""
-TJS_JS = "async (args) => { await new Promise((r) => { const t = () => window.tjsBench ? r() : setTimeout(t, 5); t(); }); return await window.tjsBench.run(args); }"
+# Interleaved decode (bench/run.py --interleave): each page keeps its model loaded and times one generation
+# per call, so the two runtimes can take turns on a machine whose speed drifts.
+OURS_HOLD_JS = """async ({manifest, variant, threads, prompt, opts, warmup}) => {
+  window.benchModel = await pocketlm.load(manifest, {variant, threads, warmup});
+  await window.benchModel.generate(prompt, opts);
+  await window.benchModel.warmedUp;
+  return true;
+}"""
+OURS_ONCE_JS = """async ({prompt, opts}) => {
+  const o = await window.benchModel.generate(prompt, opts);
+  return {tokens: o.token_ids.length - 1, decode_ms: o.stats.decode_ms};
+}"""
+TJS_WAIT = "await new Promise((r) => { const t = () => window.tjsBench ? r() : setTimeout(t, 5); t(); });"
+TJS_HOLD_JS = "async (args) => { " + TJS_WAIT + " return await window.tjsBench.load(args); }"
+TJS_ONCE_JS = "async (args) => await window.tjsBench.once(args)"
+TJS_JS = "async (args) => { " + TJS_WAIT + " return await window.tjsBench.run(args); }"
 
 
 class Browser:
@@ -184,3 +199,29 @@ def tjs_http(br: Browser, base: str, name: str, dtype: str, threads: int, prompt
     if warm:
         return br.measure(f"{base}/bench/tjs.html", TJS_JS, {**args, "timedRuns": 0, "warmRuns": 0, "prefill": []}, timed)
     return br.measure(f"{base}/bench/tjs.html", TJS_JS, timed)
+
+
+def interleaved(br: Browser, base: str, name: str, variant: str, dtype: str, prompts: dict, rounds: int) -> dict:
+    """Decode of the page and of transformers.js taking turns, one thread: both pages open in one context,
+    each model loaded once (the page's warm-up over), then `rounds` rounds of one timed generation each,
+    the order alternating (ABBA...). A slow stretch of the machine then falls on both runtimes alike.
+    -> {"ours": [{tokens, decode_ms}, ...], "tjs": [...]} in round order."""
+    context = br.browser.new_context()
+    try:
+        ours, tjs = context.new_page(), context.new_page()
+        ours.goto(f"{base}/index.html?autoload=0")
+        tjs.goto(f"{base}/bench/tjs.html")
+        args = page_args(name, variant, 1, prompts, "idle")
+        targs = {"name": name, "dtype": dtype, "threads": 1, "ids": prompts[PROMPT_TOKENS]["ids"], "newTokens": NEW_TOKENS}
+        ours.evaluate(OURS_HOLD_JS, args)
+        tjs.evaluate(TJS_HOLD_JS, targs)
+        out = {"ours": [], "tjs": []}
+        for r in range(rounds):
+            for who in (("ours", "tjs") if r % 2 == 0 else ("tjs", "ours")):
+                page = ours if who == "ours" else tjs
+                page.bring_to_front()  # the page being timed is the visible one
+                out[who].append(page.evaluate(OURS_ONCE_JS, {"prompt": args["prompt"], "opts": args["opts"]})
+                                if who == "ours" else page.evaluate(TJS_ONCE_JS, targs))
+        return out
+    finally:
+        context.close()

@@ -1,6 +1,7 @@
 """`make bench`: pocketlm in the browser against native onnxruntime and transformers.js, per model and variant.
 
     python -m bench [--quick] [--models a,b] [--variants fp32,int8,q4] [--threads 1,2] [--runs 3] [--no-file]
+                    [--interleave 5]
 
 Writes bench/results.json (this run), bench/history/<UTC>.json (every run), bench/REPORT.md and
 bench/*.png (bench/report.py). Progress goes to stderr; a failure the run cannot go past is one line
@@ -41,7 +42,7 @@ import time
 
 from bench import keystrokes as keys
 from bench.machine import git_commit, machine_info
-from bench.pages import (CHROMIUM, GEN, NEW_TOKENS, PREFILL_LENGTHS, PROMPT_TOKENS, Browser, cold_loads, ours_file, ours_http,
+from bench.pages import (CHROMIUM, GEN, NEW_TOKENS, PREFILL_LENGTHS, PROMPT_TOKENS, Browser, cold_loads, interleaved, ours_file, ours_http,
                          tjs_http)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -227,6 +228,21 @@ def tok_s(runs: list[dict]) -> float | None:
     return median([1000.0 * r["tokens"] / r["decode_ms"] for r in runs if r.get("decode_ms")])
 
 
+def interleaved_summary(inter: dict | None) -> dict | None:
+    """Medians of the interleaved rounds: each runtime's tok/s and the ratio ours / transformers.js of each
+    round (the two generations of a round ran back to back, so a slow stretch weighs on both).
+
+    >>> interleaved_summary({"ours": [{"tokens": 100, "decode_ms": 100.0}, {"tokens": 100, "decode_ms": 200.0}],
+    ...                      "tjs": [{"tokens": 100, "decode_ms": 200.0}, {"tokens": 100, "decode_ms": 500.0}]})
+    {'rounds': 2, 'browser_tokens_per_s': 750.0, 'tjs_tokens_per_s': 350.0, 'ours_tjs_ratio': 2.25}
+    """
+    if not inter or not inter.get("ours") or len(inter["ours"]) != len(inter.get("tjs", [])):
+        return None
+    ratios = [tok_s([a]) / tok_s([b]) for a, b in zip(inter["ours"], inter["tjs"])]
+    return {"rounds": len(ratios), "browser_tokens_per_s": tok_s(inter["ours"]), "tjs_tokens_per_s": tok_s(inter["tjs"]),
+            "ours_tjs_ratio": median(ratios)}
+
+
 def divergence(a: list[int] | None, b: list[int] | None) -> int | None:
     """Index of the first differing token (or the shorter length), None when equal or unknown."""
     if a is None or b is None or a == b:
@@ -235,9 +251,9 @@ def divergence(a: list[int] | None, b: list[int] | None) -> int | None:
 
 
 def summarize(name: str, model: dict, variant: str, threads: int, native: dict | None, ours: dict | None,
-              tjs: dict | None, errors: list[str], cold_extra: dict | None = None) -> dict:
+              tjs: dict | None, errors: list[str], cold_extra: dict | None = None, inter: dict | None = None) -> dict:
     """One results row; the keys the issue asks for first. Cold figures: the median over the first cold load
-    and `cold_extra`'s (bench.pages.cold_loads)."""
+    and `cold_extra`'s (bench.pages.cold_loads); `inter`: bench.pages.interleaved's rounds."""
     # the timed runs are in the warm page when there was a reload, else in the cold one
     oc, ow_ = (ours or {}).get("cold") or {}, (ours or {}).get("warm") or {}
     tc, tw_ = (tjs or {}).get("cold") or {}, (tjs or {}).get("warm") or {}
@@ -283,6 +299,7 @@ def summarize(name: str, model: dict, variant: str, threads: int, native: dict |
                    "browser_pyodide_heap_bytes": ow.get("pyodide_heap_bytes"),
                    "tjs_peak_rss_bytes": (tjs or {}).get("peak_rss_bytes")},
         "breakdown_ms_per_token": breakdown(ow.get("runs", [])) if ours else None,
+        "interleaved": interleaved_summary(inter),
         "errors": errors,
     }
     # correctness: greedy tokens of the three runtimes (browser and transformers.js: their first generation)
@@ -384,7 +401,14 @@ def run(args) -> dict:
                                                args.cold_runs - 1, warmup=args.warmup)
                         except Exception as e:
                             errors.append(f"cold loads: {one_line(e)}")
-                    row = summarize(name, models[name], v, t, nat, ours, tjs, errors, extra)
+                    inter = None
+                    if tjs and t == 1 and args.interleave > 0:  # the ratio's fair figure: the two taking turns
+                        log(f"interleaved {name} {v}: {args.interleave} rounds, page and transformers.js taking turns")
+                        try:
+                            inter = interleaved(br, base, name, v, TJS_DTYPE[v], prompts[name], args.interleave)
+                        except Exception as e:
+                            errors.append(f"interleaved: {one_line(e)}")
+                    row = summarize(name, models[name], v, t, nat, ours, tjs, errors, extra, inter)
                     c = row["correctness"]
                     if c["browser_equals_native"] is False or c["tjs_equals_native"] is False:
                         log(f"MISMATCH {name} {v} threads={t}: browser==native {c['browser_equals_native']} "
@@ -451,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="timed generations per figure (median; default 3)")
     parser.add_argument("--cold-runs", type=int, default=3,
                         help="cold loads per model (fp32, one thread) of the page and of transformers.js, alternating (median; default 3)")
+    parser.add_argument("--interleave", type=int, default=5,
+                        help="rounds of the page and transformers.js taking turns, one generation each, one thread "
+                             "(the decode ratio's target uses them; 0: off; default 5)")
     parser.add_argument("--no-tjs", action="store_true", help="skip transformers.js")
     parser.add_argument("--no-file", action="store_true", help="skip the file:// loads")
     parser.add_argument("--warmup", choices=("idle", "blocking"), default="idle",
@@ -463,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     args.no_file = args.no_file or args.quick
     args.runs = max(3, args.runs)
     args.cold_runs = 1 if args.quick else max(1, args.cold_runs)
+    args.interleave = min(args.interleave, 2) if args.quick else max(0, args.interleave)
     args.started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H-%M-%SZ")
     try:
         from playwright.sync_api import Error as PlaywrightError  # noqa: F401

@@ -5,6 +5,9 @@
 //
 //   await tjsBench.run({name, dtype: "fp32" | "q8", threads, ids, newTokens, timedRuns, prefill: [[n, ids], ...]})
 //   -> {ready_ms, first_token_ms, tokens, runs: [{tokens, decode_ms}], prefill: {n: [ms...]}, versions}
+//   await tjsBench.load({name, dtype, threads, ids, newTokens}) (one discarded generation), then
+//   await tjsBench.once({ids, newTokens}) -> {tokens, decode_ms}: one timed generation at a time, for
+//   make bench's interleaved rounds (bench/pages.py interleaved).
 // ready_ms / first_token_ms are performance.now() values, i.e. ms since this page's navigation started.
 import { env, AutoModelForCausalLM, Tensor, BaseStreamer } from "/tjs/transformers.min.js";
 
@@ -61,5 +64,19 @@ async function run({ name, dtype, threads, ids, newTokens, timedRuns, warmRuns, 
   return result;
 }
 
-window.tjsBench = { run };
+let held = null;  // the model of load(), for once()
+
+async function load({ name, dtype, threads, ids, newTokens }) {
+  env.backends.onnx.wasm.numThreads = threads;
+  held = await AutoModelForCausalLM.from_pretrained(name, { dtype, device: "wasm" });
+  await generate(held, ids, newTokens);
+  return true;
+}
+
+async function once({ ids, newTokens }) {
+  const r = await generate(held, ids, newTokens);
+  return { tokens: r.n - 1, decode_ms: r.decode_ms };
+}
+
+window.tjsBench = { run, load, once };
 document.getElementById("status").textContent = "transformers.js ready";
