@@ -29,7 +29,8 @@ import tarfile
 import time
 
 from bench.pages import GEN, OURS_JS, Browser, page_args
-from bench.run import ALL_MODELS, ROOT, WORK, BenchError, build_site, log, median, prepare_models, prompts_for, tok_s
+from bench.rows import median, tok_s
+from bench.run import ALL_MODELS, ROOT, WORK, BenchError, build_site, log, prepare_models, prompts_for
 
 AB_WORK = os.path.join(ROOT, "runs", "bench-ab")
 # cold-load figures: the page's timestamps, then its own load breakdown (pocketlm.js `model.stats`)

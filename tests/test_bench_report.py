@@ -8,6 +8,7 @@ import os
 import pytest
 
 from bench import keystrokes, report, run
+from bench.rows import interleaved_summary, summarize
 from bench.models import build_random_model
 from pocketlm.manifest import Architecture, load_manifest
 from pocketlm.native import NativeModel
@@ -38,9 +39,9 @@ def fake_results(tiny_model, *, tjs_tokens, started="2026-01-01T00-00-00Z"):
     model = {"params": run.param_count(manifest.architecture), "manifest": manifest}
     native = {"tokens": TOKENS, "margins": [2.0] * 40 + [0.05] + [2.0] * 87, "runs": [{"tokens": 127, "decode_ms": 127.0, "same": True}] * 3,
               "prefill": {16: [1.0, 2.0, 3.0], 128: [8.0, 9.0, 10.0]}}
-    rows = [run.summarize("llama2c-15m", model, "fp32", 1, native, fake_page(TOKENS, 400.0, 3000.0),
+    rows = [summarize("llama2c-15m", model, "fp32", 1, native, fake_page(TOKENS, 400.0, 3000.0),
                           fake_page(tjs_tokens, 250.0, 2000.0), []),
-            run.summarize("llama2c-15m", model, "q4", 1, native, fake_page(TOKENS, 40.0, 3000.0), None,
+            summarize("llama2c-15m", model, "q4", 1, native, fake_page(TOKENS, 40.0, 3000.0), None,
                           ["transformers.js: something broke"])]
     by_model = {"llama2c-15m": {r["variant"]: {k: r[k] for k in ("browser_tokens_per_s", "tjs_tokens_per_s",
                                                                   "browser_cold_first_token_ms", "tjs_cold_first_token_ms")}
@@ -146,11 +147,11 @@ def test_the_decode_ratio_target_uses_the_interleaved_rounds_where_they_exist(ti
     # three rounds in which the page ran 400, 300, 200 tok/s and transformers.js beside it 250, 250, 200
     rounds = {"ours": [{"tokens": 127, "decode_ms": 127_000.0 / x} for x in (400.0, 300.0, 200.0)],
               "tjs": [{"tokens": 127, "decode_ms": 127_000.0 / x} for x in (250.0, 250.0, 200.0)]}
-    res["rows"][0]["interleaved"] = run.interleaved_summary(rounds)
+    res["rows"][0]["interleaved"] = interleaved_summary(rounds)
     assert res["rows"][0]["interleaved"]["ours_tjs_ratio"] == pytest.approx(1.2)
     assert target(res) == ("min 1.20 needed 1.5 (llama2c-15m fp32 t1, interleaved)", False)
     assert "| llama2c-15m | fp32 | 3 | 300 | 250 | 1.20 |" in report.markdown(res, [])
-    assert run.interleaved_summary({"ours": rounds["ours"], "tjs": []}) is None  # rounds that did not all run
+    assert interleaved_summary({"ours": rounds["ours"], "tjs": []}) is None  # rounds that did not all run
 
 
 def test_the_llama2c_bench_model_is_an_import_of_llama2c_files(tmp_path):
@@ -178,7 +179,7 @@ def test_cold_figures_are_medians_over_the_repeated_loads(tiny_model):
     model = {"params": run.param_count(manifest.architecture), "manifest": manifest}
     extra = {"ours": [{"ready_ms": 900.0, "first_token_ms": 1000.0}, {"ready_ms": 4900.0, "first_token_ms": 5000.0}],
              "tjs": [{"ready_ms": 1900.0, "first_token_ms": 2500.0}, {"ready_ms": 1000.0, "first_token_ms": 1500.0}]}
-    row = run.summarize("llama2c-15m", model, "fp32", 1, None, fake_page(TOKENS, 400.0, 3000.0),
+    row = summarize("llama2c-15m", model, "fp32", 1, None, fake_page(TOKENS, 400.0, 3000.0),
                         fake_page(TOKENS, 250.0, 2000.0), [], extra)
     assert row["browser_cold_first_token_ms"] == 3000.0 and row["tjs_cold_first_token_ms"] == 2000.0
     assert row["browser_cold_ready_ms"] == 2950.0 and row["tjs_cold_ready_ms"] == 1900.0
