@@ -214,3 +214,27 @@ def build_decode_graph(
                               producer_name=PRODUCER, producer_version="1")
     model.ir_version = 8  # onnx 1.13+ / onnxruntime >= 1.14 read it; opset 17 needs >= 8
     return model
+
+
+def empty_cache(arch: Architecture) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per layer (keys, values) zeros [1, K, M, Hd]: a cache for the graph's cache.{i}.* inputs."""
+    shape = (1, arch.n_kv_heads, arch.max_seq_len, arch.head_dim)
+    return [(np.zeros(shape, np.float32), np.zeros(shape, np.float32)) for _ in range(arch.n_layers)]
+
+
+def graph_feeds(ids: list[int], cache: list, start: int = 0, contract: GraphContract = GraphContract()) -> dict:
+    """The decode graph's inputs for `ids` at positions start .. start+S-1 over `cache` (per layer (keys,
+    values) [1, K, M, Hd], rows < start valid), for a plain onnxruntime `run` (checks and tests; the
+    runtimes bind the cache's memory instead: pocketlm.native, web/src/engine.mjs).
+
+    >>> feeds = graph_feeds([5, 6], empty_cache(Architecture(n_layers=1, max_seq_len=8)), start=3)
+    >>> feeds["seqlens_k"].tolist(), int(feeds["total_sequence_length"]), feeds["cache.0.key"].shape
+    ([4], 5, (1, 8, 8, 32))
+    """
+    total = start + len(ids)
+    feeds = {contract.input_ids: np.asarray([ids], dtype=np.int64),
+             contract.seqlens_k: np.array([total - 1], dtype=np.int32),
+             contract.total_length: np.array(total, dtype=np.int32)}
+    for i, (keys, values) in enumerate(cache):
+        feeds[contract.cache_key.format(i=i)], feeds[contract.cache_value.format(i=i)] = keys, values
+    return feeds

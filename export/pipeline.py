@@ -243,15 +243,9 @@ def _run_prefill(path: str, arch, ids: list[int], config: dict | None = None):
     for key, value in (config or {}).items():
         opts.add_session_config_entry(key, value)
     session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    graph = GraphContract()  # the names the manifest records
-    empty = np.zeros((1, arch.n_kv_heads, arch.max_seq_len, arch.head_dim), dtype=np.float32)
-    feeds = {graph.input_ids: np.array([ids], dtype=np.int64),
-             graph.seqlens_k: np.array([len(ids) - 1], dtype=np.int32),
-             graph.total_length: np.array(len(ids), dtype=np.int32)}
-    for i in range(arch.n_layers):  # unbound presents: onnxruntime writes copies (fine for a check)
-        feeds[graph.cache_key.format(i=i)] = empty
-        feeds[graph.cache_value.format(i=i)] = empty
-    return session.run([graph.logits], feeds)[0][0]
+    # the presents unbound: onnxruntime writes copies (fine for a check)
+    feeds = onnx_graph.graph_feeds(ids, onnx_graph.empty_cache(arch))
+    return session.run([GraphContract().logits], feeds)[0][0]
 
 
 def _write_jsonl(path: str, rows: list[dict]) -> None:

@@ -137,7 +137,7 @@ def train(arch: Architecture, cfg: TrainConfig, data, *, run_dir: str, log=print
     ckpt_path = os.path.join(run_dir, "ckpt.pt")
     key = fingerprint(arch, cfg, data.key)
     step = 0
-    average = WeightAverage(model, cfg.ema) if cfg.ema else None
+    average = WeightAverage(cfg.ema) if cfg.ema else None
     if os.path.exists(ckpt_path):
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if state.get("key") == key:
@@ -223,7 +223,7 @@ class WeightAverage:
     figures that chose reminder-extract's decay are in export/recipes.py and the README ("reminder-extract").
     """
 
-    def __init__(self, model: Transformer, decay: float):
+    def __init__(self, decay: float):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"ema must be a decay in (0, 1), got {decay}")
         self.decay = decay

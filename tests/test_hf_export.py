@@ -19,7 +19,7 @@ import pytest
 
 from export import hf_export
 from export.hf_export import build_hf_graph, folded_weights, hf_stepper, trace, write_hf
-from export.onnx_graph import build_decode_graph
+from export.onnx_graph import build_decode_graph, empty_cache, graph_feeds
 from pocketlm.manifest import Architecture, ManifestError, load_manifest
 from pocketlm.native import NativeModel
 from pocketlm.tasks.sql import training_ids
@@ -281,16 +281,12 @@ def test_tiny_random_model_matches_pocketlm_graph(tmp_path, n_kv_heads):
     pocket = build_decode_graph(sd, a)
     onnx.save(build_hf_graph(folded_weights(pocket, a), a), str(tmp_path / "hf.onnx"))
     sess = ort.InferenceSession(pocket.SerializeToString(), providers=["CPUExecutionProvider"])
-    cache = [np.zeros((1, K, a.max_seq_len, Hd), np.float32)] * (2 * a.n_layers)
-    length = [0]
+    cache, length = empty_cache(a), [0]
 
     def pocket_step(chunk):
-        total = length[0] + len(chunk)
-        feeds = {"input_ids": np.array([chunk]), "seqlens_k": np.array([total - 1], np.int32),
-                 "total_sequence_length": np.array(total, np.int32)}
-        feeds.update({f"cache.{i // 2}.{('key', 'value')[i % 2]}": c for i, c in enumerate(cache)})
+        feeds = graph_feeds(chunk, cache, length[0])
         res = sess.run(["logits"] + [f"present.{i // 2}.{('key', 'value')[i % 2]}" for i in range(2 * a.n_layers)], feeds)
-        cache[:], length[0] = res[1:], total
+        cache[:], length[0] = list(zip(res[1::2], res[2::2])), length[0] + len(chunk)
         return res[0][0]
 
     probe = [int(t) for t in rng.integers(0, a.vocab_size, 12)]

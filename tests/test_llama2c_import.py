@@ -23,6 +23,7 @@ import onnxruntime as ort
 import pytest
 
 from conftest import ROOT, subprocess_env
+from export.onnx_graph import empty_cache, graph_feeds
 from pocketlm.manifest import load_manifest
 
 MAGIC = 0x616B3432
@@ -209,15 +210,13 @@ def onnx_logits(model_path, cfg: Config, tokens: list[int], prefill: int) -> np.
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
-    kv = [f"{i}.{w}" for i in range(cfg.n_layers) for w in ("key", "value")]
-    cache = [np.zeros((1, cfg.n_kv_heads, cfg.seq_len, cfg.head_size), np.float32)] * len(kv)
+    cache = empty_cache(load_manifest(os.path.dirname(model_path), check_files=False).architecture)
+    presents = [f"present.{i}.{w}" for i in range(cfg.n_layers) for w in ("key", "value")]
     chunks = [tokens[:prefill]] + [[t] for t in tokens[prefill:]]
-    out, total = [], 0
+    out, start = [], 0
     for chunk in chunks:
-        total += len(chunk)
-        feeds = {"input_ids": np.array([chunk], np.int64), "seqlens_k": np.array([total - 1], np.int32),
-                 "total_sequence_length": np.array(total, np.int32), **{f"cache.{n}": c for n, c in zip(kv, cache)}}
-        logits, *cache = sess.run(["logits"] + [f"present.{n}" for n in kv], feeds)
+        logits, *kv = sess.run(["logits"] + presents, graph_feeds(chunk, cache, start))
+        cache, start = list(zip(kv[0::2], kv[1::2])), start + len(chunk)
         out.append(logits[0])
     return np.concatenate(out)
 
@@ -312,10 +311,7 @@ def test_an_untied_classifier_is_quantized_as_itself(tmp_path):
     check_quantized_variants(folder, SMALL, seen)
     sess = ort.InferenceSession(os.path.join(folder, "model.q4.onnx"), providers=["CPUExecutionProvider"])
     tokens = tokens_for(SMALL, 6)
-    empty = np.zeros((1, SMALL.n_kv_heads, SMALL.seq_len, SMALL.head_size), np.float32)
-    feeds = {"input_ids": np.array([tokens]), "seqlens_k": np.array([5], np.int32),
-             "total_sequence_length": np.array(6, np.int32)}
-    feeds.update({f"cache.{i}.{kv}": empty for i in range(SMALL.n_layers) for kv in ("key", "value")})
+    feeds = graph_feeds(tokens, empty_cache(load_manifest(folder, check_files=False).architecture))
     logits, next_token = sess.run(["logits", "next_token"], feeds)
     assert next_token[0] == logits[0, -1].argmax()
 

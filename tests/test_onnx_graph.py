@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from export.model import Transformer
-from export.onnx_graph import build_decode_graph
+from export.onnx_graph import build_decode_graph, empty_cache, graph_feeds
 from export.quantize import SESSION_CONFIG, VARIANTS, quantize_int8, quantize_q4
 from pocketlm.manifest import Architecture, Manifest, ManifestError, TokenizerInfo, Variant, sha256_file
 from pocketlm.native import KVCache, ModelLoadError, NativeModel
@@ -62,22 +62,13 @@ def run(sess, arch, ids, start, cache):
     """ids: S tokens at positions start..; cache: per layer (k, v) buffers [1, K, M, Hd], rows < start valid.
     -> logits [S, V] and per layer the new (k, v) rows [S, K, Hd]; the buffers take the graph's present.*."""
     total = start + len(ids)
-    feeds = {"input_ids": np.array([ids], np.int64), "seqlens_k": np.array([total - 1], np.int32),
-             "total_sequence_length": np.array(total, np.int32)}
-    for i, (k, v) in enumerate(cache):
-        feeds[f"cache.{i}.key"], feeds[f"cache.{i}.value"] = k, v
     names = ["logits"] + [f"present.{i}.{w}" for i in range(arch.n_layers) for w in ("key", "value")]
-    out = sess.run(names, feeds)
+    out = sess.run(names, graph_feeds(ids, cache, start))
     news = []
     for i, (k, v) in enumerate(cache):
         k[...], v[...] = out[1 + 2 * i], out[2 + 2 * i]
         news.append((k[0, :, start:total].transpose(1, 0, 2), v[0, :, start:total].transpose(1, 0, 2)))
     return out[0][0], news
-
-
-def empty_cache(arch):
-    shape = (1, arch.n_kv_heads, arch.max_seq_len, arch.head_dim)
-    return [(np.zeros(shape, np.float32), np.zeros(shape, np.float32)) for _ in range(arch.n_layers)]
 
 
 def torch_reference(model, ids):
@@ -228,11 +219,7 @@ def test_shared_embedding_reads_the_quantized_lm_head(built, variant):
     sess = session(_with_output(onnx.load(str(d / f"{variant}.onnx")), "embed"), SESSION_CONFIG.get(variant))
     for lo in (0, arch.vocab_size - 40):
         ids = list(range(lo, lo + 40))
-        feeds = {"input_ids": np.array([ids]), "seqlens_k": np.array([39], np.int32),
-                 "total_sequence_length": np.array(40, np.int32)}
-        for i, (k, v) in enumerate(empty_cache(arch)):
-            feeds[f"cache.{i}.key"], feeds[f"cache.{i}.value"] = k, v
-        embed = sess.run(["embed"], feeds)[0]
+        embed = sess.run(["embed"], graph_feeds(ids, empty_cache(arch)))[0]
         np.testing.assert_allclose(embed, weight[lo : lo + 40], atol=1e-6, rtol=1e-6)
 
 
