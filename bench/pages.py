@@ -24,7 +24,7 @@ OWN_TASK_INPUT = {  # file:// loads: the shipped models with their own task (wha
 }
 
 
-OURS_JS = """async ({manifest, variant, threads, prompt, opts, runs, prefill, ownTask, warmup, coldOnly}) => {
+OURS_JS = """async ({manifest, variant, threads, prompt, opts, runs, prefill, ownTask, warmup, coldOnly, pair}) => {
   let firstAt = null;
   const m = await pocketlm.load(manifest, {variant, threads, warmup});
   const ready = performance.now();
@@ -32,7 +32,21 @@ OURS_JS = """async ({manifest, variant, threads, prompt, opts, runs, prefill, ow
     const o1 = ownTask ? {...ownTask[1]} : opts;
     const first = await m.generate(ownTask ? ownTask[0] : prompt,
                                    {...o1, onToken: () => { if (firstAt === null) firstAt = performance.now(); }});
-    if (coldOnly) return {ready_ms: ready, first_token_ms: firstAt ?? performance.now(), load_stats: m.stats};  // a repeat cold load
+    if (coldOnly) {  // a repeat cold load; with `pair`, also the first generation after the warm-up and the next ones
+      const res = {ready_ms: ready, first_token_ms: firstAt ?? performance.now(), load_stats: m.stats};
+      if (!pair) return res;
+      const warm = await m.warmedUp;
+      const after = await m.generate(prompt, pair.opts);
+      res.after_warm_decode_ms = after.stats.decode_ms;
+      res.after_warm_new_tokens = after.token_ids.length - 1;
+      res.warm_up = warm;
+      res.runs = [];
+      for (let i = 0; i < pair.runs; i++) {
+        const o = await m.generate(prompt, pair.opts);
+        res.runs.push({tokens: o.token_ids.length - 1, decode_ms: o.stats.decode_ms});
+      }
+      return res;
+    }
     const warm = await m.warmedUp;  // the idle-time warm-up, which the first generation interrupted, is over
     const after = await m.generate(ownTask ? ownTask[0] : prompt, o1);
     const res = {ready_ms: ready, first_token_ms: firstAt ?? performance.now(), tokens: first.token_ids,
@@ -165,19 +179,22 @@ def ours_http(br: Browser, base: str, name: str, variant: str, threads: int, pro
     `warm` (cold and warm load figures), else in the same cold page. `warmup`: pocketlm.load's option."""
     args = page_args(name, variant, threads, prompts, warmup)
     timed = {**args, "runs": runs, "prefill": [[n, prompts[n]["text"]] for n in PREFILL_LENGTHS]}
-    if warm:
-        return br.measure(f"{base}/index.html?autoload=0", OURS_JS, args, timed)
+    if warm:  # the cold page runs its own `runs` too: its steady state, beside its first generation after the warm-up
+        return br.measure(f"{base}/index.html?autoload=0", OURS_JS, {**args, "runs": runs}, timed)
     return br.measure(f"{base}/index.html?autoload=0", OURS_JS, timed)
 
 
-def cold_loads(br: Browser, base: str, name: str, dtype: str | None, prompts: dict, n: int, warmup: str = "idle") -> dict:
+def cold_loads(br: Browser, base: str, name: str, dtype: str | None, prompts: dict, n: int, warmup: str = "idle",
+               pair_runs: int = 0) -> dict:
     """`n` more cold loads (fresh contexts, fp32, one thread) of the page and, with `dtype`, of transformers.js,
     alternating, each to its first token of an 8-token generation: {"ours": [{ready_ms, first_token_ms}], "tjs": [...]}.
-    One cold load swings by ±20% here; the report takes the median of all of them."""
+    One cold load swings by ±20% here; the report takes the median of all of them. With `pair_runs`, each page
+    then also times its first 128-token generation after the warm-up and `pair_runs` more (after_warm_*, runs)."""
     out = {"ours": [], "tjs": []}
     short = {**GEN, "max_new_tokens": 8}
+    pair = {"opts": GEN, "runs": pair_runs} if pair_runs > 0 and warmup == "idle" else None
     for _ in range(n):
-        args = {**page_args(name, "fp32", 1, prompts, warmup, opts=short), "coldOnly": True}
+        args = {**page_args(name, "fp32", 1, prompts, warmup, opts=short), "coldOnly": True, "pair": pair}
         out["ours"].append(br.measure(f"{base}/index.html?autoload=0", OURS_JS, args)["cold"])
         if dtype:
             targs = {"name": name, "dtype": dtype, "threads": 1, "ids": prompts[PROMPT_TOKENS]["ids"], "newTokens": 8,

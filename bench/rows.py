@@ -42,6 +42,23 @@ def interleaved_summary(inter: dict | None) -> dict | None:
             "ours_tjs_ratio": median(ratios)}
 
 
+def after_warm_up_ratio(page: dict) -> float | None:
+    """A page's first generation after its idle-time warm-up over the median of the same page's next ones
+    (its steady state). One generation swings by about ±10% on this machine, so the report takes the
+    median of these over a model's pages.
+
+    >>> round(after_warm_up_ratio({"after_warm_new_tokens": 100, "after_warm_decode_ms": 125.0,  # 800 tok/s
+    ...                            "runs": [{"tokens": 100, "decode_ms": 100.0}, {"tokens": 100, "decode_ms": 80.0}]}), 3)
+    0.711
+    >>> after_warm_up_ratio({"after_warm_new_tokens": 100, "after_warm_decode_ms": 125.0, "runs": []}) is None
+    True
+    """
+    steady = tok_s(page.get("runs") or [])
+    if not page.get("after_warm_new_tokens") or not steady:
+        return None
+    return tok_s([{"tokens": page["after_warm_new_tokens"], "decode_ms": page["after_warm_decode_ms"]}]) / steady
+
+
 def divergence(a: list[int] | None, b: list[int] | None) -> int | None:
     """Index of the first differing token (or the shorter length), None when equal or unknown."""
     if a is None or b is None or a == b:
@@ -79,6 +96,9 @@ def summarize(name: str, model: dict, variant: str, threads: int, native: dict |
         "browser_after_warmup_tokens_per_s": tok_s([{"tokens": oc.get("after_warm_new_tokens"),
                                                      "decode_ms": oc.get("after_warm_decode_ms")}])
         if oc.get("after_warm_new_tokens") else None,
+        # ... each over its own page's next generations: this row's cold page and the extra cold loads
+        "after_warm_up_ratios": [x for x in map(after_warm_up_ratio, [oc] + (cold_extra or {}).get("ours", []))
+                                 if x is not None],
         "browser_cold_ready_ms": median(ready["ours"]), "browser_warm_ready_ms": ow_.get("ready_ms"),
         "browser_warm_first_token_ms": ow_.get("first_token_ms"),
         "tjs_cold_ready_ms": median(ready["tjs"]), "tjs_warm_ready_ms": tw_.get("ready_ms"),

@@ -24,7 +24,8 @@ as text-task copies of their folders, so all three runtimes get exactly the same
 5. threads: 1 everywhere; with --threads 1,2 also 2 (http pages are cross-origin isolated; native
    onnxruntime uses the same count); file:// (shipped models only, built into the page, their own
    task, one thread): navigation -> ready -> first token, cold and warm;
-6. the first generation after load (the cold page's correctness run) against the steady state, and
+6. the first generation after load (the cold page's correctness run) and the first after the idle-time
+   warm-up, each page against its own next generations (the steady state; repeated over the cold loads), and
    sql-autocomplete's warm keystroke -> suggestion latency, page and native (bench/keystrokes.py).
 """
 
@@ -273,8 +274,10 @@ def run(args) -> dict:
                     if (v, t) == ("fp32", 1) and args.cold_runs > 1:  # the cold-start comparison: alternate, take medians
                         log(f"cold loads {name}: {args.cold_runs - 1} more of each, alternating")
                         try:
+                            # each of our cold pages also times its first generation after the warm-up against
+                            # its next ones: the first-generation target's repeat samples
                             extra = cold_loads(br, base, name, TJS_DTYPE[v] if tjs else None, prompts[name],
-                                               args.cold_runs - 1, warmup=args.warmup)
+                                               args.cold_runs - 1, warmup=args.warmup, pair_runs=args.runs)
                         except Exception as e:
                             errors.append(f"cold loads: {one_line(e)}")
                     inter = None
