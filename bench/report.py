@@ -267,8 +267,9 @@ def markdown(results: dict, history: list[dict]) -> str:
           "which we do not write.", "",
           "## Load: navigation → ready → first token (ms, one thread)", "",
           f"Cold: a fresh browser context (the median of {results.get('options', {}).get('cold_runs', 1)} such loads of "
-          "fp32 at one thread, the page's and transformers.js's alternating; file:// too); warm: a reload in it (ours "
-          "refetches: the server sends no-cache; transformers.js reads its Cache Storage copy). " + (
+          "fp32 at one thread, the page's and transformers.js's alternating; file:// too); warm: a reload in it (each "
+          "reads its files from its Cache Storage copy over http; runs before the page's file cache (web/src/filecache.js) refetched ours: the "
+          "server sends no-cache). " + (
               "Ours: ready after one short task generation (a model that cannot generate fails its load); the warm-up "
               "(up to 600 decode steps / 1 s, then one task generation) runs after ready in idle time and gives way "
               "to requests, so the first generation starts at once." if results.get("options", {}).get("warmup") == "idle"

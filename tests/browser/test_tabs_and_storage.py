@@ -1,7 +1,8 @@
 """Two tabs and unavailable storage (issue 7 item 7): two tabs of the page, each with its own worker, load the
 same model and generate at the same time with the same results as one alone; with the browser's storage
 denied (localStorage throwing, as in a locked-down or full profile) the page still extracts reminders and
-says the list cannot be saved. The page keeps no other storage (no Cache API, no IndexedDB)."""
+says the list cannot be saved. Its only other storage is the copy of its files in the Cache API
+(web/src/filecache.js), whose denial or quota errors tests/browser/test_file_cache.py covers."""
 
 from __future__ import annotations
 
@@ -50,8 +51,9 @@ def test_the_page_runs_with_storage_denied(browser, server):
         context.close()
 
 
-def test_the_page_keeps_nothing_but_the_reminder_list():
-    """No Cache API, IndexedDB or sessionStorage in the page's code: denied storage can only affect the list."""
+def test_the_page_keeps_nothing_but_the_reminder_list_and_its_file_cache():
+    """No IndexedDB or sessionStorage in the page's code, the Cache API only in filecache.js, localStorage only
+    in reminders.js: denied storage can only affect the list and the file cache (which then fetches)."""
     import glob
     import os
 
@@ -59,6 +61,8 @@ def test_the_page_keeps_nothing_but_the_reminder_list():
     for path in glob.glob(os.path.join(root, "web", "src", "*js")):
         with open(path, encoding="utf-8") as f:
             code = f.read()
-        for api in ("caches.open", "caches.match", "indexedDB", "sessionStorage"):  # engine.mjs' this.caches: KV caches
+        for api in ("indexedDB", "sessionStorage"):
             assert api not in code, (path, api)
+        # engine.mjs' this.caches are its KV caches, not the Cache API
+        assert ("caches.open" in code) == path.endswith("filecache.js"), path
         assert ("localStorage" in code) == path.endswith("reminders.js"), path

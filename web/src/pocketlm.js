@@ -83,7 +83,9 @@
 
   // Resolves to a Uint8Array; onBytes(n) reports progress as bytes arrive. keepGzip (file://): return
   // the embedded gzip bytes undecoded (the caller decompresses them; progress counts the file's size).
-  async function getAsset(url, onBytes, keepGzip = false) {
+  // hash (http): the file's sha256 (a runtime file's is the site's integrity hash): a copy kept in the
+  // Cache API under it is used instead of a download, and what is downloaded is kept (filecache.js).
+  async function getAsset(url, onBytes, keepGzip = false, hash = SITE.integrity?.[url]) {
     if (FILE_MODE) {
       const path = url;
       if (!embedded.has(path)) {
@@ -99,6 +101,12 @@
       embedded.delete(path);  // the decoded bytes are the copy we keep
       onBytes(keepGzip ? SITE.assets[path] ?? bytes.length : bytes.length);
       return bytes;
+    }
+    const fileCache = hash ? window.pocketlmFileCache : null;
+    const copy = fileCache && await fileCache.get(url, hash);
+    if (copy) {
+      onBytes(copy.length);
+      return copy;
     }
     let response;
     try {
@@ -126,6 +134,9 @@
       throw new LoadError(`could not fetch ${url}: it differs from the integrity hash make site recorded for it ` +
         "(the site changed after it was built: rebuild it with make site)");
     }
+    // kept once the model is warm (load); a runtime file's bytes stay in this page (runtimeParts), a model's go
+    // to the worker, so the cache gets a copy of those
+    fileCache?.put(url, hash, hash === integrity ? bytes : bytes.slice(), hash === integrity);
     return bytes;
   }
 
@@ -337,8 +348,8 @@
   }
 
   // Where a model's files come from. A model source is {name, where (the manifest, for messages), place
-  // (the folder, for messages), defaultVariant?, manifestText(), has(file), size(file), read(file, onBytes)
-  // -> Uint8Array}: this one reads the site (fetch, or the scripts built into the page);
+  // (the folder, for messages), defaultVariant?, manifestText(), has(file), size(file), read(file, onBytes,
+  // sha256?) -> Uint8Array}: this one reads the site (fetch, or the scripts built into the page);
   // pocketlm.openFolder (folder.js) makes one from files the user picked or dropped.
   function siteSource(name) {
     const [base, manifestURL] = modelBase(name);
@@ -347,7 +358,7 @@
       manifestText: async () => new TextDecoder().decode(await getAsset(manifestURL, () => {})),
       has: () => true,  // a missing file is reported by the fetch itself
       size: (file) => SITE.assets[base + file] || 0,
-      read: (file, onBytes) => getAsset(base + file, onBytes),
+      read: (file, onBytes, sha256) => getAsset(base + file, onBytes, false, sha256),
     };
   }
 
@@ -396,6 +407,7 @@
     // a worker that dies is replaced by one started the same way (the files are read again from the source)
     model.restartWith = (m) => startWorker(m, src, manifestText, variant, threads, timeoutMs, new Progress(null), options.warmup);
     progress.report("model", "ready");
+    model.warmedUp.then(() => window.pocketlmFileCache?.flush());  // keep the downloaded files for the next load
     return model;
   }
 
@@ -406,7 +418,8 @@
     const v = manifest.variants[variant], tokFile = manifest.tokenizer.file;
     const url = workerURL();  // first: on file:// it is one more script to decode, and the worker starts when it is in
     progress.expect("model", v.bytes + src.size(tokFile));
-    const modelFiles = Promise.all([tokFile, v.file].map((f) => src.read(f, (n) => progress.add("model", n))));
+    const modelFiles = Promise.all([[tokFile, manifest.tokenizer.sha256], [v.file, v.sha256]]
+      .map(([f, sha256]) => src.read(f, (n) => progress.add("model", n), sha256)));
     // hashed as soon as they are in, while the worker boots the runtimes (after both booted, this took
     // ~75 ms of a 61 MB model's load)
     const hashed = modelFiles.then(async ([tokBytes, onnxBytes]) => ({ tokBytes, onnxBytes, digests: {
