@@ -64,6 +64,7 @@ OURS_JS = """async ({manifest, variant, threads, prompt, opts, runs, prefill, ow
       res.prefill[n] = [];
       for (let i = 0; i < runs; i++) res.prefill[n].push((await m.generate(p, {...opts, max_new_tokens: 1})).stats.prefill_ms);
     }
+    await window.pocketlmFileCache?.settled();  // the files kept, as after a user's idle second: the reload reads them
     return res;
   } finally { m.dispose(); }
 }"""

@@ -54,6 +54,28 @@ def test_a_reload_reads_the_files_from_the_cache_and_generates_the_same(browser,
         context.close()
 
 
+def test_files_are_kept_only_once_the_model_has_been_idle(browser, server):
+    """Keeping ~60 MB costs hashing and writing: it waits for the warm-up and then for a second without requests,
+    so it never competes with a generation (or with the load)."""
+    context, page = open_page(browser, server)
+    try:
+        busy = page.evaluate("""async () => {
+          const m = await pocketlm.load("sql-autocomplete", {variant: "fp32"});
+          window.kept = m;
+          await m.warmedUp;
+          const until = performance.now() + 1500;
+          while (performance.now() < until) await m.generate("SELECT", {max_new_tokens: 4});
+          const cache = await caches.open("pocketlm-files-v1");
+          return (await cache.keys()).length; }""")
+        assert busy == 0  # warmed up, but never a second without a request
+        page.wait_for_function("""async () => (await (await caches.open("pocketlm-files-v1")).keys())
+                                  .some((r) => r.url.includes("models/sql-autocomplete/model.onnx"))""",
+                               timeout=20_000, polling=250)
+        assert page.errors == []
+    finally:
+        context.close()
+
+
 def test_a_damaged_copy_is_dropped_and_the_file_fetched(browser, server, site_dir):
     context, page = open_page(browser, server)
     try:

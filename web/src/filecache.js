@@ -13,7 +13,7 @@
 //   const cache = window.pocketlmFileCache;
 //   await cache.get(url, hash)        // -> Uint8Array, or null (no copy, or one that did not match)
 //   cache.put(url, hash, bytes[, verified])  // queued: kept when flush() is called (bytes must stay unchanged)
-//   cache.flush()                     // keep what was queued, in the background
+//   cache.flush(idle?)                // keep what was queued, in the background, a file at a time when idle()
 //   await cache.settled()             // flush, and every copy so far is kept (tests, before a reload)
 //   await cache.clear()               // forget every copy
 //   cache.hits                        // URLs read from the cache since the page opened
@@ -25,6 +25,7 @@
   let opened = null;
   const queued = [];  // {url, hash, bytes, verified}: put, not yet flushed
   const pending = new Set();  // flushes under way
+  let forced = false;  // settled() is waiting: no flush waits for an idle page
   const hits = [];
 
   function open() {
@@ -68,8 +69,8 @@
   }
 
   // Keeping a copy costs work (hashing, writing ~60 MB) that would slow a first load on 2 cores (measured:
-  // first token +0.35 s), so put() only queues it and flush() (pocketlm.js: when the model's warm-up is over)
-  // does the work. Only bytes that have `hash` are kept: `verified` says the caller checked them; else they
+  // first token +0.35 s) or a generation beside it (the 15 M model's first one after its warm-up: 0.8x its
+  // speed), so put() only queues it and flush() (pocketlm.js: the model warmed up, then idle) does the work. Only bytes that have `hash` are kept: `verified` says the caller checked them; else they
   // are hashed first (a model file that does not match its manifest is refused by the worker, with the reason).
   // `bytes` must stay as they are until then (the caller passes a copy of what it transfers elsewhere).
   function put(url, hash, bytes, verified = false) {
@@ -91,12 +92,14 @@
     }
   }
 
-  // Starts keeping what put() queued, one file after the other.
-  function flush() {
+  // Starts keeping what put() queued, one file after the other, each only when idle() says the page is idle
+  // (pocketlm.js: no request for a second), so the work never competes with a generation.
+  function flush(idle = () => true) {
     const jobs = queued.splice(0);
     if (!jobs.length) return;
     const job = (async () => {
       for (const j of jobs) {
+        while (!forced && !idle()) await new Promise((resolve) => setTimeout(resolve, 250));
         await store(j).catch((err) => console.warn(`pocketlm: ${j.url} could not be kept in the file cache (${err.message})`));
       }
     })();
@@ -105,8 +108,13 @@
   }
 
   async function settled() {
-    flush();
-    while (pending.size) await Promise.all([...pending]);
+    forced = true;  // flushes waiting for an idle page go on now
+    try {
+      flush();
+      while (pending.size) await Promise.all([...pending]);
+    } finally {
+      forced = false;
+    }
   }
 
   async function clear() {

@@ -238,6 +238,7 @@
       this.restarting = null;
       this.restarts = 0;
       this.disposed = false;
+      this.busyAt = performance.now();  // the last request sent or ended (idleMs)
     }
 
     attach(worker) {
@@ -255,6 +256,7 @@
       if (!req) return;
       if (msg.type === "token") return req.onToken && req.onToken(msg.token_id, msg.text);
       this.pending.delete(msg.id);
+      this.busyAt = performance.now();
       if (msg.type === "error") req.reject(new Error(msg.message));
       else req.resolve(msg.value);
     }
@@ -263,6 +265,7 @@
     #warmed(value) {
       if (this.stats && !value.error) Object.assign(this.stats, { warmup_steps: value.steps, warmup_ms: value.ms, warmup_runs: value.runs });
       if (value.error) console.warn(`pocketlm: the warm-up stopped: ${value.error}`);
+      this.busyAt = performance.now();  // the worker was busy until now
       this.resolveWarm(value);
     }
 
@@ -293,9 +296,15 @@
       });
     }
 
+    // ms since the last request ended (0 while one is in flight)
+    idleMs() {
+      return this.pending.size ? 0 : performance.now() - this.busyAt;
+    }
+
     // Sends at once (load and restarts use it); request() first waits for a restart in progress.
     send(type, body, transfer = [], id = this.nextId++) {
       if (this.dead) return Promise.reject(new Error(this.dead));
+      this.busyAt = performance.now();
       return new Promise((resolve, reject) => {
         const { onToken, ...message } = body;
         this.pending.set(id, { resolve, reject, onToken, type });
@@ -407,7 +416,8 @@
     // a worker that dies is replaced by one started the same way (the files are read again from the source)
     model.restartWith = (m) => startWorker(m, src, manifestText, variant, threads, timeoutMs, new Progress(null), options.warmup);
     progress.report("model", "ready");
-    model.warmedUp.then(() => window.pocketlmFileCache?.flush());  // keep the downloaded files for the next load
+    // keep the downloaded files for the next load, once the model is warm and has had nothing to do for a second
+    model.warmedUp.then(() => window.pocketlmFileCache?.flush(() => model.disposed || model.idleMs() >= 1000));
     return model;
   }
 
