@@ -185,6 +185,19 @@ def test_the_decode_ratio_target_uses_the_interleaved_rounds_where_they_exist(ti
     assert interleaved_summary({"ours": rounds["ours"], "tjs": []}) is None  # rounds that did not all run
 
 
+def test_the_15m_target_takes_the_best_of_the_timed_runs_and_the_interleaved_rounds(tiny_model):
+    res = fake_results(tiny_model, tjs_tokens=TOKENS)
+    for r in res["rows"]:
+        r["params"] = 15_200_000
+    target = next(fn for t, fn in report.TARGETS if t.startswith("~15 M"))
+    assert target(res)[1] is False and target(res)[0].startswith("best 400 tok/s (llama2c-15m fp32)")
+    rounds = {"ours": [{"tokens": 127, "decode_ms": 127_000.0 / x} for x in (430.0, 450.0, 470.0)],
+              "tjs": [{"tokens": 127, "decode_ms": 127_000.0 / 250.0}] * 3}
+    res["rows"][0]["interleaved"] = interleaved_summary(rounds)
+    text, met = target(res)
+    assert met is True and text.startswith("best 450 tok/s (llama2c-15m fp32, interleaved rounds); timed runs best 400")
+
+
 def test_the_llama2c_bench_model_is_an_import_of_llama2c_files(tmp_path):
     from bench.llama2c_model import build_llama2c_model
 
