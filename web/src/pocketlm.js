@@ -102,7 +102,7 @@
       onBytes(keepGzip ? SITE.assets[path] ?? bytes.length : bytes.length);
       return bytes;
     }
-    const fileCache = hash ? window.pocketlmFileCache : null;
+    const fileCache = hash && window.pocketlmFileCache?.usable ? window.pocketlmFileCache : null;
     const copy = fileCache && await fileCache.get(url, hash);
     if (copy) {
       onBytes(copy.length);
