@@ -48,9 +48,9 @@ RUNTIME_FILES = {
     "vendor/ort/ort-wasm-simd-threaded.mjs": "onnxruntime-web/dist/ort-wasm-simd-threaded.mjs",
     "vendor/ort/ort-wasm-simd-threaded.wasm": "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm",
 }
-# loaded by index.html itself, in this order (pocketlm.js uses filecache.js; folder.js extends pocketlm.js;
-# disk.js routes to the panels)
-PAGE_FILES = ["filecache.js", "pocketlm.js", "folder.js", "app.js", "reminders.js", "story.js", "disk.js", "style.css"]
+# loaded by index.html itself, in this order (assets.js uses filecache.js, pocketlm.js uses assets.js;
+# folder.js extends pocketlm.js; disk.js routes to the panels)
+PAGE_FILES = ["filecache.js", "assets.js", "pocketlm.js", "folder.js", "app.js", "reminders.js", "story.js", "disk.js", "style.css"]
 WORKER_FILES = ["worker.mjs", "engine.mjs"]  # handed to the worker as bytes
 # Vendor code defaults that would fetch from a CDN if ever used; the page passes its own URLs, and
 # the build rewrites these so that even a fallback cannot leave the origin.
@@ -61,7 +61,7 @@ VENDOR_REWRITES = {
 THREADS_WHEN_ISOLATED = 1
 # The Pyodide memory snapshot (webtools/pyodide_snapshot.py): Python booted with pocketlm imported,
 # made from the exact pocketlm.zip bytes below, shipped without its all-zero pages (`sparse`: 31 -> 15 MB;
-# the page puts them back with a copy, web/src/pocketlm.js `unsparse`) and embedded for file:// like every
+# the page puts them back with a copy, web/src/assets.js `unsparse`) and embedded for file:// like every
 # asset. Not gzipped over http: measured on make serve (localhost), fetching 31 MB beat fetching a 6 MB
 # .gz and gunzipping it in the page (~0.25 s for 31 MB) or the worker by ~0.3-0.4 s; a real web server
 # would compress it on the wire (Content-Encoding) and the browser decodes that natively.
@@ -158,7 +158,7 @@ def build(out: str, model_dirs: list[str]) -> dict:
                 schemas[file[:-4]] = f.read()
     config = {
         "assets": {p: len(b) for p, b in sorted(files.items())},
-        # sha256 of what the page fetches over http (web/src/pocketlm.js checks each runtime file against it
+        # sha256 of what the page fetches over http (web/src/assets.js checks each runtime file against it
         # before use, and refuses one that differs); models are checked against their manifest's sha256.
         "integrity": {p: "sha256-" + base64.b64encode(hashlib.sha256(b).digest()).decode("ascii")
                       for p, b in sorted(files.items()) if not p.startswith("models/")},

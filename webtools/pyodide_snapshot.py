@@ -60,7 +60,7 @@ def make_snapshot(zip_file: str, out: str, *, pyodide_dir: str = PYODIDE, zip_pa
 
 
 # The snapshot as the site ships it: a Pyodide memory image is half all-zero pages (31 MB, 15 MB of
-# them not zero), so the site leaves those out and the page (web/src/pocketlm.js `unsparse`) puts them
+# them not zero), so the site leaves those out and the page (web/src/assets.js `unsparse`) puts them
 # back. Little-endian u32s: magic "PLSS", version 1, total bytes, page size, run count; then per run of
 # kept pages (first page, page count); then the kept pages' bytes, in order.
 SPARSE_MAGIC, SPARSE_VERSION, PAGE = b"PLSS", 1, 4096

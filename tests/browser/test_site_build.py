@@ -14,7 +14,7 @@ import pytest
 from webtools.build_site import BuildError, build
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-OWN_FILES = ["index.html", "site-config.js", "pocketlm.js", "app.js", "style.css", "worker.mjs", "engine.mjs"]
+OWN_FILES = ["index.html", "site-config.js", "filecache.js", "assets.js", "pocketlm.js", "app.js", "style.css", "worker.mjs", "engine.mjs"]
 URL = re.compile(r"\b(?:https?|wss?|ftp)://[^\s\"'`)<>]+")
 
 
@@ -103,7 +103,7 @@ def test_served_files_carry_the_isolation_headers_and_wasm_type(server):
 
 def unsparse(data: bytes) -> bytes:
     """The image back from webtools.pyodide_snapshot.sparse's layout (the page's reader is
-    web/src/pocketlm.js `unsparse`; this one checks what the build wrote)."""
+    web/src/assets.js `unsparse`; this one checks what the build wrote)."""
     import struct
 
     magic, version, total, page, runs = struct.unpack_from("<4s4I", data, 0)
