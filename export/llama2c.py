@@ -323,7 +323,7 @@ def import_checkpoint(model_path: str, tokenizer_path: str | None = None, out_ro
                       name: str | None = None, variants: tuple[str, ...] = ("fp32", "int8", "q4"), log=print) -> str:
     """Write <out_root>/<name>/ from a llama2.c checkpoint; returns the folder. Errors: Llama2cError /
     TokenizerBinError (ValueError), ExportError. A failure never replaces an existing folder."""
-    from export import llama2c_tokenizer, pipeline  # torch and onnx only when importing for real
+    from export import llama2c_tokenizer, onnx_graph, pipeline  # torch and onnx only when importing for real
     from pocketlm.tasks import text as text_task
 
     name = name or os.path.splitext(os.path.basename(model_path))[0]
@@ -334,6 +334,7 @@ def import_checkpoint(model_path: str, tokenizer_path: str | None = None, out_ro
         raise Llama2cError(f"unknown variants {unknown or list(variants)}: choose from {', '.join(pipeline.VARIANTS)}")
     tokenizer_path = tokenizer_path or os.path.join(os.path.dirname(model_path), "tokenizer.bin")
     header = read_header(model_path)
+    onnx_graph.check_supported(header.architecture())
     llama2c_tokenizer.require_file(tokenizer_path)
     log(f"{model_path}: llama2.c {header.describe()}")
     with tempfile.TemporaryDirectory(prefix="llama2c-") as work:

@@ -95,11 +95,39 @@ class _Builder:
         return outputs
 
 
+# onnxruntime's GroupQueryAttention (its CPU kernel, which WebAssembly runs too) takes only head sizes that are
+# multiples of 16; another one fails at the graph's first run ("head_size shall be a multiple of 16").
+GQA_HEAD_MULTIPLE = 16
+
+
+class UnsupportedArchitecture(ValueError):
+    pass
+
+
+def check_supported(arch: Architecture) -> None:
+    """Refuse, before any training or conversion, an architecture the decode graph cannot run.
+
+    >>> a = Architecture(vocab_size=512, dim=64, n_layers=5, n_heads=8, n_kv_heads=4, hidden_dim=172, max_seq_len=512)
+    >>> try:
+    ...     check_supported(a)  # llama2.c's stories260K: 8 dimensions per head
+    ... except UnsupportedArchitecture as e:
+    ...     print(str(e)[:60])
+    head_dim 8 (dim 64 / 8 heads) is not a multiple of 16: the d
+    """
+    arch.validate()
+    if arch.head_dim % GQA_HEAD_MULTIPLE:
+        raise UnsupportedArchitecture(
+            f"head_dim {arch.head_dim} (dim {arch.dim} / {arch.n_heads} heads) is not a multiple of "
+            f"{GQA_HEAD_MULTIPLE}: the decode graph's attention (onnxruntime's GroupQueryAttention) runs only "
+            f"head sizes 16, 32, 48, 64, ...; choose dim and n_heads to match (llama2.c's stories260K, "
+            f"8 per head, cannot be run)")
+
+
 def build_decode_graph(
     state_dict: dict, arch: Architecture, contract: GraphContract = GraphContract()
 ) -> onnx.ModelProto:
     """The decode graph for `state_dict` (export/model.py Transformer names; torch tensors or numpy)."""
-    arch.validate()
+    check_supported(arch)
     sd = {k: _np(v) for k, v in state_dict.items() if not k.startswith("rope_")}
     per_layer = ("attn_norm.weight", "attn.wq.weight", "attn.wk.weight", "attn.wv.weight", "attn.wo.weight",
                  "mlp_norm.weight", "mlp.w_gate.weight", "mlp.w_up.weight", "mlp.w_down.weight")

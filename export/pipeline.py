@@ -83,6 +83,7 @@ def _training_data(recipe: Recipe, tokenizer, train_rows, val_rows):
 
 def export_model(recipe: Recipe, data_dir: str, out_root: str, run_root: str, log=print) -> str:
     """Run every stage for `recipe`; returns the model folder path."""
+    onnx_graph.check_supported(recipe.arch)  # before a training run that could not be exported
     run_dir = os.path.join(run_root, recipe.name)
     data_path = os.path.join(data_dir, recipe.data_file)
     message, train_rows, val_rows, split_info = write_split(recipe, data_dir, run_root)

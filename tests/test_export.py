@@ -91,6 +91,21 @@ def test_unknown_recipe_lists_the_known_ones(tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
 
 
+def test_an_architecture_the_graph_cannot_run_is_refused_before_training(tmp_path):
+    """onnxruntime's GroupQueryAttention takes head sizes in multiples of 16 only: a recipe with 8 per head
+    is refused at once, not after its training run (nothing is written)."""
+    import dataclasses
+
+    from export.onnx_graph import UnsupportedArchitecture
+    from export.pipeline import export_model
+
+    recipe = quick_recipe()
+    recipe = dataclasses.replace(recipe, arch=dataclasses.replace(recipe.arch, n_heads=8, n_kv_heads=4))  # 64 / 8
+    with pytest.raises(UnsupportedArchitecture, match=r"head_dim 8 \(dim 64 / 8 heads\) is not a multiple of 16"):
+        export_model(recipe, str(tmp_path / "data"), str(tmp_path / "out"), str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
+
+
 def test_missing_data_is_a_one_line_error(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "export", RECIPE, "--quick", "--data", str(tmp_path / "nowhere"), "--out",

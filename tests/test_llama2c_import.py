@@ -362,6 +362,15 @@ def good_v1(tmp_path):
     return path
 
 
+def test_a_checkpoint_with_8_dimensions_per_head_is_refused_at_once(tmp_path, capsys):
+    """stories260K's shape (dim 64, 8 heads): the decode graph's GroupQueryAttention cannot run it, so the
+    import says so before converting anything, and writes nothing."""
+    path, _ = make_checkpoint(tmp_path / "in", "v1", Config(dim=64, n_heads=8, n_kv_heads=4), shared=True)
+    err = cli_error([str(path), "--out", str(tmp_path / "o")], capsys)
+    assert "head_dim 8 (dim 64 / 8 heads) is not a multiple of 16" in err and "stories260K" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_truncated_checkpoints_are_refused(good_v1, tmp_path, capsys):
     data = good_v1.read_bytes()
     good_v1.write_bytes(data[:-100])
