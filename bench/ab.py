@@ -29,7 +29,7 @@ import tarfile
 import time
 
 from bench.pages import GEN, OURS_JS, Browser, page_args
-from bench.rows import median, tok_s
+from bench.rows import after_warm_up_ratio, median, tok_s
 from bench.run import ALL_MODELS, ROOT, WORK, BenchError, build_site, log, prepare_models, prompts_for
 
 AB_WORK = os.path.join(ROOT, "runs", "bench-ab")
@@ -109,9 +109,9 @@ def decode(br: Browser, url: str, args: dict) -> dict[str, float]:
     idle-time warm-up (the same page, just before them: the bench's "first generation after load")."""
     res = br.measure(url, OURS_JS, args)["cold"]
     out = {"tokens_per_s": tok_s(res["runs"])}
-    if res.get("after_warm_new_tokens"):
-        after = tok_s([{"tokens": res["after_warm_new_tokens"], "decode_ms": res["after_warm_decode_ms"]}])
-        out["after_warm_up_pct_of_steady"] = 100.0 * after / out["tokens_per_s"]
+    ratio = after_warm_up_ratio(res)
+    if ratio is not None:
+        out["after_warm_up_pct_of_steady"] = 100.0 * ratio
     return out
 
 

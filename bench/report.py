@@ -132,6 +132,15 @@ def _target_keystroke(res):
     return f"best p95 {best['browser']['p95_ms']:.1f} ms ({best['variant']})", best["browser"]["p95_ms"] <= 30
 
 
+def after_warm_up_by_model(res) -> dict[str, list[float]]:
+    """model -> the after-warm-up ratios of its one-thread pages (bench/rows.py after_warm_up_ratio); models
+    without any are left out."""
+    by_model: dict[str, list[float]] = {}
+    for r in _rows(res):
+        by_model.setdefault(r["model"], []).extend(r.get("after_warm_up_ratios") or [])
+    return {m: xs for m, xs in by_model.items() if xs}
+
+
 def _target_first_gen(res):
     """The first generation after the load's idle-time warm-up against the same page's next generations, one
     thread. One generation swings by about ±10% here, so each page gives a ratio (bench/rows.py
@@ -143,10 +152,7 @@ def _target_first_gen(res):
     now = [r["browser_first_gen_tokens_per_s"] / r["browser_tokens_per_s"] for r in rows
            if r.get("browser_first_gen_tokens_per_s")]
     beside = f"; right after ready (interrupting it): worst {min(now):.2f}" if now else ""
-    by_model: dict[str, list[float]] = {}
-    for r in rows:
-        by_model.setdefault(r["model"], []).extend(r.get("after_warm_up_ratios") or [])
-    by_model = {m: xs for m, xs in by_model.items() if xs}
+    by_model = after_warm_up_by_model(res)
     if by_model:
         medians = {m: statistics.median(xs) for m, xs in by_model.items()}
         worst = min(medians, key=medians.get)
@@ -322,15 +328,13 @@ def markdown(results: dict, history: list[dict]) -> str:
                   f"{r['model']} {r['variant']} {r['browser_first_gen_tokens_per_s']:.0f}"
                   + (f" / {r['browser_after_warmup_tokens_per_s']:.0f}" if r.get("browser_after_warmup_tokens_per_s") else "")
                   + f" vs {fmt(r['browser_tokens_per_s'])} tok/s" for r in firsts) + "."]
-    paired: dict[str, list[float]] = {}
-    for r in _rows(results):
-        paired.setdefault(r["model"], []).extend(r.get("after_warm_up_ratios") or [])
-    if any(paired.values()):
+    paired = after_warm_up_by_model(results)
+    if paired:
         L += ["", "The first generation after the warm-up over the median of the same page's next generations, "
               "one ratio per cold page (every one-thread variant's page, and fp32's extra cold loads); the target "
               "takes each model's median: " + "; ".join(
                   f"{m} {statistics.median(xs):.2f} ({', '.join(f'{x:.2f}' for x in xs)})"
-                  for m, xs in paired.items() if xs) + "."]
+                  for m, xs in paired.items()) + "."]
     L += ["", "## Prefill (ms, median)", "",
           "Page and native: pocketlm's stats.prefill_ms (the prompt's forward pass). transformers.js: generate() call → "
           "first token with max_new_tokens 1 (prefill + one sampling step).", "",

@@ -48,8 +48,8 @@ RUNTIME_FILES = {
     "vendor/ort/ort-wasm-simd-threaded.mjs": "onnxruntime-web/dist/ort-wasm-simd-threaded.mjs",
     "vendor/ort/ort-wasm-simd-threaded.wasm": "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm",
 }
-# loaded by index.html itself, in this order (assets.js uses filecache.js, pocketlm.js uses assets.js;
-# folder.js extends pocketlm.js; disk.js routes to the panels)
+# loaded by index.html itself, in this order (filecache.js and assets.js call each other once loaded, pocketlm.js
+# uses assets.js; folder.js extends pocketlm.js; disk.js routes to the panels)
 PAGE_FILES = ["filecache.js", "assets.js", "pocketlm.js", "folder.js", "app.js", "reminders.js", "story.js", "disk.js", "style.css"]
 WORKER_FILES = ["worker.mjs", "engine.mjs"]  # handed to the worker as bytes
 # Vendor code defaults that would fetch from a CDN if ever used; the page passes its own URLs, and

@@ -4,7 +4,7 @@
 // gzip)); plus the decoders of what make site packs (gzip, the sparse Pyodide snapshot) and sha256.
 // pocketlm.js loads models with them.
 //
-//   const { getAsset, LoadError, FILE_MODE, gunzip, unsparse, sha256 } = window.pocketlmAssets;
+//   const { getAsset, LoadError, FILE_MODE, gunzip, unsparse, sha256, hashMatches } = window.pocketlmAssets;
 //   const bytes = await getAsset("vendor/ort/ort-wasm-simd-threaded.wasm", (n) => {}, keepGzip?, sha256?);
 "use strict";
 (function () {
@@ -101,7 +101,7 @@
     // before anything uses it. Checked here rather than by fetch's `integrity` option: that one hashed
     // on the page's thread and made the runtime's download ~0.2-0.3 s longer (measured; README).
     const integrity = SITE.integrity?.[url];
-    if (integrity && integrity !== "sha256-" + (await sha256Bytes(bytes)).toBase64()) {
+    if (integrity && !(await hashMatches(bytes, integrity))) {
       throw new LoadError(`could not fetch ${url}: it differs from the integrity hash make site recorded for it ` +
         "(the site changed after it was built: rebuild it with make site)");
     }
@@ -119,5 +119,12 @@
     return Array.from(await sha256Bytes(bytes), (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
-  window.pocketlmAssets = { getAsset, LoadError, FILE_MODE, gunzip, unsparse, sha256 };
+  // hash: "sha256-<base64>" (a site integrity hash) or 64 hex digits (a manifest's sha256). The digest copies
+  // `bytes` when called, so they may be transferred right after.
+  async function hashMatches(bytes, hash) {
+    if (hash.startsWith("sha256-")) return hash === "sha256-" + (await sha256Bytes(bytes)).toBase64();
+    return hash === await sha256(bytes);
+  }
+
+  window.pocketlmAssets = { getAsset, LoadError, FILE_MODE, gunzip, unsparse, sha256, hashMatches };
 })();

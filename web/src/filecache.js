@@ -1,7 +1,7 @@
 // Over http, a copy of every runtime and model file the page fetched, kept in the browser's Cache API so
 // that a reload or a later visit reads them from there instead of downloading them again (a warm load
 // refetched ~58 MB before: the server says no-cache and the browser's HTTP cache keeps no file that big in
-// a private window; README, "Benchmark"). pocketlm.js asks it before fetching; file:// pages have no use
+// a private window; README, "Benchmark"). assets.js asks it before fetching; file:// pages have no use
 // for it (their files are built into the page).
 //
 // Each copy is keyed by the file's URL and its sha256 (the site's integrity hash for a runtime file, the
@@ -43,11 +43,7 @@
     return u.href;
   }
 
-  async function hashMatches(bytes, hash) {
-    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-    if (hash.startsWith("sha256-")) return hash === "sha256-" + digest.toBase64();
-    return hash === Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
-  }
+  const hashMatches = (bytes, hash) => window.pocketlmAssets.hashMatches(bytes, hash);  // assets.js
 
   async function get(url, hash) {
     const cache = hash ? await open() : null;
@@ -70,8 +66,9 @@
 
   // Keeping a copy costs work (hashing, writing ~60 MB) that would slow a first load on 2 cores (measured:
   // first token +0.35 s) or a generation beside it (the 15 M model's first one after its warm-up: 0.8x its
-  // speed), so put() only queues it and flush() (pocketlm.js: the model warmed up, then idle) does the work. Only bytes that have `hash` are kept: `verified` says the caller checked them; else they
-  // are hashed first (a model file that does not match its manifest is refused by the worker, with the reason).
+  // speed), so put() only queues it and flush() (pocketlm.js: the model warmed up, then idle) does the work.
+  // Only bytes that have `hash` are kept: `verified` says the caller checked them; else they are hashed
+  // first (a model file that does not match its manifest is refused by the worker, with the reason).
   // `bytes` must stay as they are until then (the caller passes a copy of what it transfers elsewhere).
   function put(url, hash, bytes, verified = false) {
     if (hash && usable) queued.push({ url, hash, bytes, verified });
