@@ -13,7 +13,7 @@ warm page per round, with the first generation after the page's idle-time warm-u
 it. Prints a Markdown table (medians, with every run) and writes runs/bench-ab/<time>.json.
 
     python -m bench.ab --base COMMIT [--models llama2c-15m,sql-autocomplete] [--loads 5] [--runs 3]
-                       [--variant fp32] [--options JSON]
+                       [--variant fp32] [--reload] [--options JSON]
 """
 
 from __future__ import annotations
@@ -97,11 +97,17 @@ def summarize(samples: dict[str, dict[str, list[float]]]) -> list[dict]:
     return out
 
 
-def cold_load(br: Browser, url: str, args: dict) -> dict[str, float]:
-    res = br.measure(url, OURS_JS, {**args, "coldOnly": True})["cold"]
-    stats = res.get("load_stats") or {}
+def cold_load(br: Browser, url: str, args: dict, reload: bool = False) -> dict[str, float]:
+    """A cold load's figures and load breakdown; with `reload`, also the same page reloaded once it has kept
+    its files (a page with web/src/filecache.js reads them back; one without downloads them again):
+    reload_ready_ms, reload_first_token_ms."""
+    cold_args = {**args, "coldOnly": True, "keep": reload}
+    res = br.measure(url, OURS_JS, cold_args, cold_args if reload else None)
+    cold, warm = res["cold"], res.get("warm")
+    stats = cold.get("load_stats") or {}
     timings = {k: stats[k] for k in STAT_KEYS if isinstance(stats.get(k), (int, float))}
-    return {**{k: res[k] for k in COLD_KEYS}, **timings}
+    again = {f"reload_{k}": warm[k] for k in COLD_KEYS} if warm else {}
+    return {**{k: cold[k] for k in COLD_KEYS}, **timings, **again}
 
 
 def decode(br: Browser, url: str, args: dict) -> dict[str, float]:
@@ -139,7 +145,7 @@ def run(args) -> dict:
                     log(f"{name}: round {r + 1}/{args.loads} ({' then '.join(order)})")
                     for build in order:
                         br = br.fresh()
-                        figures = cold_load(br, urls[build], short)
+                        figures = cold_load(br, urls[build], short, reload=args.reload)
                         if args.runs > 0:
                             figures.update(decode(br, urls[build], timed))
                         for k, v in figures.items():
@@ -174,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=0,
                         help="timed 128-token generations per round for decode tok/s (default 0: cold loads only)")
     parser.add_argument("--variant", default="fp32", help="the model variant both pages load (default fp32)")
+    parser.add_argument("--reload", action="store_true",
+                        help="after each cold load, let the page keep its files and reload it (warm load figures)")
     parser.add_argument("--options", default="{}",
                         help='generation options over the bench\'s greedy ones for the decode runs, as JSON, e.g. '
                              '\'{"temperature": 1.0, "top_p": 0.9, "seed": 1}\' (sampled decoding)')

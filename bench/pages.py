@@ -24,7 +24,7 @@ OWN_TASK_INPUT = {  # file:// loads: the shipped models with their own task (wha
 }
 
 
-OURS_JS = """async ({manifest, variant, threads, prompt, opts, runs, prefill, ownTask, warmup, coldOnly, pair}) => {
+OURS_JS = """async ({manifest, variant, threads, prompt, opts, runs, prefill, ownTask, warmup, coldOnly, pair, keep}) => {
   let firstAt = null;
   const m = await pocketlm.load(manifest, {variant, threads, warmup});
   const ready = performance.now();
@@ -34,6 +34,7 @@ OURS_JS = """async ({manifest, variant, threads, prompt, opts, runs, prefill, ow
                                    {...o1, onToken: () => { if (firstAt === null) firstAt = performance.now(); }});
     if (coldOnly) {  // a repeat cold load; with `pair`, also the first generation after the warm-up and the next ones
       const res = {ready_ms: ready, first_token_ms: firstAt ?? performance.now(), load_stats: m.stats};
+      if (keep) await window.pocketlmFileCache?.settled();  // before a reload (bench-ab --reload)
       if (!pair) return res;
       const warm = await m.warmedUp;
       const after = await m.generate(prompt, pair.opts);

@@ -39,6 +39,23 @@ def test_decode_reports_the_first_generation_after_the_warm_up_against_the_same_
     assert out["after_warm_up_pct_of_steady"] == pytest.approx(80.0)
 
 
+def test_cold_load_with_reload_lets_the_page_keep_its_files_and_reports_the_reload():
+    calls = []
+
+    class Page:
+        def measure(self, url, js, cold_args, warm_args=None):
+            calls.append((cold_args, warm_args))
+            page = {"ready_ms": 900.0, "first_token_ms": 950.0, "load_stats": {"session_ms": 80.0}}
+            return {"cold": page, "warm": {"ready_ms": 600.0, "first_token_ms": 640.0} if warm_args else None}
+
+    plain = ab.cold_load(Page(), "http://x/index.html", {"manifest": "m"})
+    assert plain == {"ready_ms": 900.0, "first_token_ms": 950.0, "session_ms": 80.0}
+    assert calls[-1] == ({"manifest": "m", "coldOnly": True, "keep": False}, None)
+    again = ab.cold_load(Page(), "http://x/index.html", {"manifest": "m"}, reload=True)
+    assert again["reload_ready_ms"] == 600.0 and again["reload_first_token_ms"] == 640.0
+    assert calls[-1][0]["keep"] is True and calls[-1][1] == calls[-1][0]
+
+
 @pytest.mark.parametrize("bad", ["no-such-ref-anywhere", "0" * 40])
 def test_an_unknown_base_is_a_clear_error(bad):
     with pytest.raises(BenchError, match="is not a commit of this repository.*make bench-ab BASE=HEAD~1"):
