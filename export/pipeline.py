@@ -69,7 +69,8 @@ def _texts(recipe: Recipe, rows: list[dict]) -> list[str]:
     """The texts the tokenizer is trained on (and checked against the tokenizers library with)."""
     if recipe.task == "reminders":
         keys = recipe.prompt.get("keys", reminders.KEYS)
-        return [r["text"] for r in rows] + [" " + reminders.target_text(r, keys) for r in rows]
+        view = reminders.model_view
+        return [view(r["text"]) for r in rows] + [" " + view(reminders.target_text(r, keys)) for r in rows]
     return [r["schema"] for r in rows] + [r["sql"] for r in rows]
 
 
@@ -171,10 +172,10 @@ def write_model_folder(out_dir: str, state: dict, arch, tokenizer_path: str, exp
 def _tokenizer_stage(recipe: Recipe, texts: list[str], run_dir: str) -> str:
     path = os.path.join(run_dir, "tokenizer.json")
     key_path = path + ".key"
-    key = fingerprint(recipe.vocab_size, texts)
+    key = fingerprint(recipe.vocab_size, texts, *([list(recipe.special_tokens)] if recipe.special_tokens else []))
     if os.path.exists(path) and os.path.exists(key_path) and open(key_path).read() == key:
         return path
-    tok = train_tokenizer(texts, recipe.vocab_size)
+    tok = train_tokenizer(texts, recipe.vocab_size, recipe.special_tokens)
     tmp = path + ".tmp"
     save_tokenizer(tok, tmp)
     os.replace(tmp, path)

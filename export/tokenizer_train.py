@@ -25,26 +25,31 @@ PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 MIN_VOCAB_SIZE = len(SPECIAL_TOKENS) + 256
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
-    """Train on `texts`; deterministic (same texts and size -> same tokenizer.json).
+def train_tokenizer(texts: Iterable[str], vocab_size: int, extra_special: tuple[str, ...] = ()) -> Tokenizer:
+    """Train on `texts`; deterministic (same texts and size -> same tokenizer.json). `extra_special`:
+    more special tokens after the three (ids 3, 4, ...: reminder-extract's value markers), part of
+    `vocab_size`; typed in a text they are still found unless the caller splits special tokens.
 
     The result has at most `vocab_size` tokens: fewer when the texts hold fewer distinct merges,
     so read the size back with `tok.get_vocab_size()`.
     """
-    if vocab_size < MIN_VOCAB_SIZE:
-        raise ValueError(f"vocab_size {vocab_size} < {MIN_VOCAB_SIZE} (3 special tokens + 256 bytes)")
+    specials = list(SPECIAL_TOKENS) + list(extra_special)
+    if len(set(specials)) != len(specials):
+        raise ValueError(f"special tokens must be distinct, got {specials}")
+    if vocab_size < len(specials) + 256:
+        raise ValueError(f"vocab_size {vocab_size} < {len(specials) + 256} ({len(specials)} special tokens + 256 bytes)")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),  # first, so they get ids 0, 1, 2
+        special_tokens=specials,  # first, so they get ids 0, 1, 2, ...
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    if [tok.token_to_id(t) for t in SPECIAL_TOKENS] != [PAD_ID, BOS_ID, EOS_ID]:
-        raise RuntimeError(f"special tokens got ids {[tok.token_to_id(t) for t in SPECIAL_TOKENS]}")
+    if [tok.token_to_id(t) for t in specials] != list(range(len(specials))):
+        raise RuntimeError(f"special tokens got ids {[tok.token_to_id(t) for t in specials]}")
     return tok
 
 

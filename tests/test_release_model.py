@@ -107,7 +107,7 @@ def test_non_english_emoji_and_odd_characters_give_valid_copied_json(extractor, 
 def test_a_5000_character_request_is_cut_to_the_input_budget(extractor):
     text = "remind me at 7pm to walk the dog. " + "blah " * 1000
     obj, result = extract(extractor, text[:5000])
-    assert result.stats["truncated_tokens"] > 0  # the first 160 tokens are kept (tasks/reminders.py)
+    assert result.stats["truncated_tokens"] > 0  # the first 64 tokens are kept (tasks/reminders.py)
     assert list(obj) == ["reminder", "time", "recurrence"]  # valid, whatever the model makes of the rest
     assert all(v is None or v in text[:1000] for v in obj.values())
 

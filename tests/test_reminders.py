@@ -35,8 +35,9 @@ def make_rows(n: int = 400, seed: int = 0) -> list[dict]:
         form = rng.randrange(4)
         if form == 0 and when:
             text = f"remind me {when} to {task}"
-        elif form == 1 and when:
+        elif form == 1 and when:  # the label keeps the text's capital (labels are copied from the text)
             text = f"{when.capitalize()} remind me to {task}"
+            time, recurrence = time and time.capitalize(), recurrence and recurrence.capitalize()
         elif form == 2:
             text = f"set a reminder to {task}" + (f" {when}" if when else "")
         else:
@@ -74,8 +75,8 @@ def test_target_is_canonical_json_in_key_order():
 
 
 @pytest.mark.parametrize("prompt_loss", [False, True])
-def test_packed_groups_carry_loss_on_the_json_only(quick_model, rows, prompt_loss):
-    """...or, with prompt_loss, on every token from the second of the request on."""
+def test_packed_groups_carry_loss_after_the_request_only(quick_model, rows, prompt_loss):
+    """Loss on the marked copy, the JSON and <eos>; or, with prompt_loss, on every token from the second of the request on."""
     tok = Tokenizer.from_file(quick_model / "tokenizer.json")
     groups = make_groups(tok, rows[:5], bos_id=1, eos_id=2, max_seq_len=256, group_tokens=4096, rng=random.Random(0),
                          prompt_loss=prompt_loss)
@@ -86,7 +87,7 @@ def test_packed_groups_carry_loss_on_the_json_only(quick_model, rows, prompt_los
         ids = [1] + [g.ids[i] for i in where]
         assert [g.positions[i] for i in where] == list(range(1, len(where) + 1))  # as if unpacked
         decoded = tok.decode(ids)
-        row = next(r for r in rows[:5] if decoded.startswith(r["text"]))
+        row = next(r for r in rows[:5] if decoded.startswith(reminders.model_view(r["text"])))
         full, start = reminders.training_ids(tok, row, bos_id=1, eos_id=2)
         assert ids == full
         scored = [g.targets[i] for i in where if g.targets[i] != -100]
@@ -195,10 +196,34 @@ def test_the_model_writes_its_own_key_order_and_the_result_is_in_schema_order():
     extractor = ReminderExtractor(manifest, tokenizer, NativeModel(folder, variant="fp32"))
     for text in ["remind me at 7pm to walk the dog", "set a daily reminder to water the plants at 8am"]:
         result = asyncio.run(extractor.extract(text))
-        written = tokenizer.decode(result.token_ids[:-1])
+        written = tokenizer.decode(result.token_ids[:-1]).rsplit(reminders.SEPARATOR, 1)[-1]  # after the marked copy
         assert list(json.loads(written)) == order  # as generated
         assert list(json.loads(result.text)) == list(reminders.KEYS)  # as returned
         assert json.loads(result.text) == json.loads(written)
         values = [v for v in json.loads(result.text).values() if v]
         places = [(text.index(v), text.index(v) + len(v)) for v in values]  # each occurs once in these texts
         assert all(a[1] <= b[0] or b[1] <= a[0] for i, a in enumerate(places) for b in places[i + 1:]), values
+
+
+def test_a_model_of_the_earlier_json_only_format_is_refused_with_the_fix():
+    import dataclasses
+    import os
+
+    from pocketlm.extractor import ReminderExtractor
+    from pocketlm.manifest import ManifestError, load_manifest
+    from pocketlm.tokenizer import Tokenizer
+
+    folder = os.path.join(ROOT, "web", "models", "reminder-extract")
+    manifest = load_manifest(folder)
+    old = dataclasses.replace(manifest, prompt={**manifest.prompt, "format": "reminders-v1"})
+    with pytest.raises(ManifestError, match=r"reminders-v1.*re-export it \(make export MODEL=reminder-extract\)"):
+        ReminderExtractor(old, Tokenizer.from_file(os.path.join(folder, "tokenizer.json")), backend=None)
+
+
+def test_a_tokenizer_without_the_marker_tokens_is_refused_by_name(quick_model):
+    from pocketlm.extractor import ReminderExtractor
+    from pocketlm.manifest import ManifestError, load_manifest
+
+    sql_tokenizer = Tokenizer.from_file(Path(ROOT) / "web" / "models" / "sql-autocomplete" / "tokenizer.json")
+    with pytest.raises(ManifestError, match=r"no special tokens \['<reminder>', '</reminder>'\].*re-export"):
+        ReminderExtractor(load_manifest(str(quick_model)), sql_tokenizer, backend=None)

@@ -1,17 +1,25 @@
 """reminder-extract: an everyday request -> a JSON object with the reminder, its time, its recurrence.
 
-Prompt format "reminders-v1": `<bos> text SEPARATOR` and the model continues with the canonical
-JSON object (keys in the manifest's prompt["keys"] order, KEYS by default, as `json.dumps` prints
-them) and `<eos>`. Every value is copied
-from the text or null; decoding is constrained by SCHEMA (pocketlm.json_constraint) so the output
-always parses.
+Prompt format "reminders-v2": `<bos> request SEPARATOR`. The model first writes the request again,
+token for token, with each value it finds between its key's marker tokens (`<time>`, `</time>`: special
+tokens of the model's tokenizer), then SEPARATOR again, then the canonical JSON object (keys in the
+manifest's prompt["keys"] order, KEYS by default, as `json.dumps` prints them) and `<eos>`:
 
+>>> marked_text("remind me at 7pm to walk the dog", {"reminder": "walk the dog", "time": "at 7pm"})
+'remind me<time> at 7pm</time> to<reminder> walk the dog</reminder>'
 >>> target_text({"reminder": "walk the dog", "time": "at 7pm"})
 '{"reminder": "walk the dog", "time": "at 7pm", "recurrence": null}'
 
-Context policy: the text is cut to its first MAX_INPUT_TOKENS tokens (a request states the reminder
-up front; what follows a very long paste is less likely to matter), and the output has the rest of
-the context.
+Why the marked copy first: deciding where a value starts and ends while re-reading the request in order
+is a local decision about each word, with the whole request already seen; writing the value straight into
+the JSON means finding it and then copying it, where a small model drops or adds words (dev TOPv2
+exact_both 0.772 with "reminders-v1", the JSON alone; README "reminder-extract"). The JSON then copies
+the marked values. Every value is copied from the request or null; decoding is constrained (the marked
+copy by pocketlm.echo_constraint, the JSON by pocketlm.json_constraint) so the output always parses.
+
+Context policy: the request is cut to its whole pre-tokens within its first MAX_INPUT_TOKENS tokens (a
+request states the reminder up front; what follows a very long paste is less likely to matter); the
+marked copy and the JSON have the rest of the context. Marker tokens typed in the request are text.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import re
 
 from ..tokenizer import replace_lone_surrogates
 
-FORMAT = "reminders-v1"
+FORMAT = "reminders-v2"
 SEPARATOR = "\n=>"
 KEYS = ("reminder", "time", "recurrence")
 SCHEMA = {
@@ -30,8 +38,24 @@ SCHEMA = {
     "required": list(KEYS),
     "additionalProperties": False,
 }
-MAX_INPUT_TOKENS = 160
-MAX_OUTPUT_TOKENS = 128  # the constraint reserves one token per byte of the shortest ending
+# 1 + 64 + 3 prompt tokens, then at most 64 + 6 + 3 for the marked copy and its separator, leaving >= 117
+# of a 256-token context for the JSON (whose values are at most the request's 64 tokens plus ~20 of keys)
+MAX_INPUT_TOKENS = 64
+MAX_OUTPUT_TOKENS = 188
+
+
+def markers(key: str) -> tuple[str, str]:
+    """The special tokens around a value of `key` in the marked copy.
+
+    >>> markers("time")
+    ('<time>', '</time>')
+    """
+    return f"<{key}>", f"</{key}>"
+
+
+def marker_tokens(keys=KEYS) -> list[str]:
+    """Every marker of `keys`, the order the tokenizer's special tokens list them."""
+    return [m for key in keys for m in markers(key)]
 
 
 def target_text(row: dict, keys: tuple[str, ...] | list[str] = KEYS) -> str:
@@ -43,17 +67,125 @@ def target_text(row: dict, keys: tuple[str, ...] | list[str] = KEYS) -> str:
     return json.dumps({key: row.get(key) for key in keys}, ensure_ascii=False)
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def model_view(text: str) -> str:
+    """The request as the model reads it: ASCII letters lower-cased (the same length, so each piece of
+    it is the same place of the request; other scripts keep their case).
+
+    >>> model_view("REMIND me at 7PM, Zoë")
+    'remind me at 7pm, zoë'
+    """
+    return text.translate(_ASCII_LOWER)
+
+
+class Request:
+    """The request as the model reads it: the pre-tokens of its model_view (`views`), the same places
+    of the request itself (`texts`) and their token `ids`: the whole pre-tokens within its first
+    `max_input_tokens` tokens; `dropped` counts the tokens left out.
+
+    >>> class Tok:  # pre-tokens of two characters, a token per character
+    ...     def pre_tokenize(self, text, split_special_tokens): return [text[i:i + 2] for i in range(0, len(text), 2)]
+    ...     def encode(self, piece, split_special_tokens): return list(piece.encode())
+    >>> r = Request(Tok(), "AbCde", 4)
+    >>> r.texts, r.views, r.ids, r.dropped
+    (['Ab', 'Cd'], ['ab', 'cd'], [[97, 98], [99, 100]], 1)
+    """
+
+    def __init__(self, tokenizer, text: str, max_input_tokens: int):
+        text = replace_lone_surrogates(text)
+        self.texts, self.views, self.ids, self.dropped = [], [], [], 0
+        used = at = 0
+        for piece in tokenizer.pre_tokenize(model_view(text), split_special_tokens=True):
+            ids = tokenizer.encode(piece, split_special_tokens=True)
+            at += len(piece)
+            if used + len(ids) > max_input_tokens or self.dropped:
+                self.dropped += len(ids)
+                continue
+            used += len(ids)
+            self.texts.append(text[at - len(piece):at])
+            self.views.append(piece)
+            self.ids.append(ids)
+
+
+def request_pieces(tokenizer, text: str, *, max_input_tokens: int = MAX_INPUT_TOKENS):
+    """(token ids of each kept pre-token of the request, the kept text, tokens dropped by the context policy)."""
+    p = Request(tokenizer, text, max_input_tokens)
+    return p.ids, "".join(p.texts), p.dropped
+
+
 def prompt_ids(tokenizer, text: str, *, bos_id: int, max_input_tokens: int = MAX_INPUT_TOKENS) -> tuple[list[int], int]:
-    """(ids of `<bos> text SEPARATOR`, tokens of text dropped by the context policy)."""
-    ids = tokenizer.encode(replace_lone_surrogates(text))
-    dropped = max(len(ids) - max_input_tokens, 0)
-    return [bos_id] + ids[:max_input_tokens] + tokenizer.encode(SEPARATOR), dropped
+    """(ids of `<bos> request SEPARATOR`, tokens of the request dropped by the context policy)."""
+    pieces, _, dropped = request_pieces(tokenizer, text, max_input_tokens=max_input_tokens)
+    return [bos_id] + [t for ids in pieces for t in ids] + tokenizer.encode(SEPARATOR), dropped
 
 
-def training_ids(tokenizer, row: dict, *, bos_id: int, eos_id: int, keys=KEYS) -> tuple[list[int], int]:
-    """(ids of one training example, index of its first target token): loss is on the JSON only."""
-    head, _ = prompt_ids(tokenizer, row["text"], bos_id=bos_id)
-    return head + tokenizer.encode(" " + target_text(row, keys)) + [eos_id], len(head)
+def value_pieces(texts: list[str], row: dict, keys=KEYS) -> dict[str, tuple[int, int]] | None:
+    """Where each value of `row` lies among the request's pre-tokens `texts`: {key: (first, last + 1)},
+    from the value's first place in the text; None when a value is not in the kept text, starts or ends
+    inside a pre-token, or shares one with another value (such a row cannot be written in this format).
+
+    >>> value_pieces(["remind", " me", " at", " 7", "pm"], {"time": "at 7pm", "reminder": None})
+    {'time': (2, 5)}
+    """
+    text = "".join(texts)
+    starts = [0]
+    for t in texts:
+        starts.append(starts[-1] + len(t))
+    out, taken = {}, set()
+    for key in keys:
+        value = row.get(key)
+        if not value:
+            continue
+        at = text.find(value)
+        if at < 0:
+            return None
+        end = at + len(value)
+        # the pre-tokens holding a visible character of the value (" walk" holds "walk")
+        hit = [i for i in range(len(texts)) if any(not text[c].isspace() for c in range(max(starts[i], at),
+                                                                                     min(starts[i + 1], end)))]
+        if not hit or taken & set(range(hit[0], hit[-1] + 1)) or \
+                "".join(texts[hit[0]:hit[-1] + 1]).strip() != value.strip():  # a value ending inside a word
+            return None
+        taken |= set(range(hit[0], hit[-1] + 1))
+        out[key] = (hit[0], hit[-1] + 1)
+    return out
+
+
+def marked_text(text: str, row: dict, keys=KEYS) -> str | None:
+    """The marked copy of `text` for the values of `row`, as text (what the model writes, decoded: its
+    model_view); None when the row cannot be written (value_pieces)."""
+    from ..tokenizer import pretokenize
+
+    texts = pretokenize(model_view(text))
+    places = value_pieces(texts, {key: row.get(key) and model_view(row[key]) for key in keys}, keys)
+    if places is None:
+        return None
+    opens = {first: key for key, (first, _) in places.items()}
+    closes = {last - 1: key for key, (_, last) in places.items()}
+    return "".join((markers(opens[i])[0] if i in opens else "") + t + (markers(closes[i])[1] if i in closes else "")
+                   for i, t in enumerate(texts))
+
+
+def training_ids(tokenizer, row: dict, *, bos_id: int, eos_id: int, keys=KEYS) -> tuple[list[int], int] | None:
+    """(ids of one training example, index of its first target token), or None when the row's values
+    cannot be marked in the request as the model reads it (value_pieces)."""
+    p = Request(tokenizer, row["text"], MAX_INPUT_TOKENS)
+    head = [bos_id] + [t for ids in p.ids for t in ids] + tokenizer.encode(SEPARATOR)
+    row = {key: row.get(key) and model_view(row[key]) for key in keys}  # as the model reads them
+    places = value_pieces(p.views, row, keys)
+    if places is None:
+        return None
+    mark = {key: [tokenizer.token_to_id(m) for m in markers(key)] for key in places}
+    if any(m is None for ids in mark.values() for m in ids):
+        raise ValueError(f"the tokenizer has no marker tokens {marker_tokens(keys)}: train it with them as special tokens")
+    echo = []
+    for i, ids in enumerate(p.ids):
+        echo += [mark[k][0] for k, (first, _) in places.items() if first == i]
+        echo += ids
+        echo += [mark[k][1] for k, (_, last) in places.items() if last - 1 == i]
+    return head + echo + tokenizer.encode(SEPARATOR) + tokenizer.encode(" " + target_text(row, keys)) + [eos_id], len(head)
 
 
 # ---- scoring (the eval's definitions) ----
