@@ -78,6 +78,12 @@ def check_marked_copy(tok, ids: list[int], pieces: list[list[int]], end: list[in
     return spans
 
 
+def start(tok, text):
+    """(the request as the model reads it, the separator's ids, a fresh EchoConstraint over it)."""
+    r = reminders.Request(tok, text, reminders.MAX_INPUT_TOKENS)
+    return r, r.separator, EchoConstraint(r.ids, markers_of(tok), end=r.separator)
+
+
 def drive(constraint, pick, limit=400) -> list[int]:
     out = []
     for _ in range(limit):
@@ -94,9 +100,8 @@ def drive(constraint, pick, limit=400) -> list[int]:
 def test_random_choices_always_give_a_marked_copy_of_the_request(tok, seed):
     rng = random.Random(seed)
     text = REQUESTS[seed % len(REQUESTS)]
-    pieces, kept, _ = reminders.request_pieces(tok, text)
-    end = tok.encode(reminders.SEPARATOR)
-    c = EchoConstraint(pieces, markers_of(tok), end=end)
+    r, end, c = start(tok, text)
+    pieces = r.ids
     ids = drive(c, rng.choice)
     spans = check_marked_copy(tok, ids, pieces, end)
     assert len(ids) <= c.max_tokens and set(spans) == set(c.spans)
@@ -113,15 +118,13 @@ def test_adversarial_choices_cannot_break_the_copy(tok, prefer):
     rank = {"open": lambda t: (t in opens, t), "close": lambda t: (t in closes, t in opens, t),
             "last id": lambda t: t, "first id": lambda t: -t}[prefer]
     for text in REQUESTS:
-        pieces, _, _ = reminders.request_pieces(tok, text)
-        end = tok.encode(reminders.SEPARATOR)
-        ids = drive(EchoConstraint(pieces, marks, end=end), lambda allowed: max(allowed, key=rank))
-        check_marked_copy(tok, ids, pieces, end)
+        r, end, c = start(tok, text)
+        ids = drive(c, lambda allowed: max(allowed, key=rank))
+        check_marked_copy(tok, ids, r.ids, end)
 
 
 def test_a_token_outside_the_allowed_ones_is_refused_by_name(tok):
-    pieces, _, _ = reminders.request_pieces(tok, "remind me at 7pm")
-    c = EchoConstraint(pieces, markers_of(tok), end=[9])
+    _, _, c = start(tok, "remind me at 7pm")
     with pytest.raises(EchoError, match="not allowed here"):
         c.advance(markers_of(tok)["time"][1])  # a close before any open
 
@@ -136,10 +139,10 @@ def test_the_prompt_holds_the_request_as_its_own_tokens_and_typed_markers_stay_t
 
 def test_a_long_request_is_cut_at_a_whole_pre_token_within_the_budget(tok):
     text = "remind me to " + "water the plants and " * 40 + "feed the cat"
-    pieces, kept, dropped = reminders.request_pieces(tok, text, max_input_tokens=20)
-    n = sum(map(len, pieces))
-    assert n <= 20 and dropped == len(tok.encode(text)) - n and dropped > 0
-    assert text.startswith(kept) and tok.encode(reminders.model_view(kept)) == [t for p in pieces for t in p]
+    r = reminders.Request(tok, text, max_input_tokens=20)
+    n = sum(map(len, r.ids))
+    assert n <= 20 and r.dropped == len(tok.encode(text)) - n and r.dropped > 0
+    assert text.startswith(r.kept) and tok.encode(reminders.model_view(r.kept)) == [t for p in r.ids for t in p]
 
 
 @pytest.mark.parametrize("row, expected", [
@@ -174,10 +177,9 @@ def test_the_marked_copy_then_json_always_gives_valid_json_copied_from_the_reque
     """The whole constrained output through the generate loop, with random logits and sampling."""
     rng = random.Random(seed)
     text = REQUESTS[seed % len(REQUESTS)]
-    pieces, kept, _ = reminders.request_pieces(tok, text)
-    end = tok.encode(reminders.SEPARATOR)
+    r, end, echo = start(tok, text)
+    pieces, kept = r.ids, r.kept
     index = TokenBytesIndex.from_tokenizer(tok)
-    echo = EchoConstraint(pieces, markers_of(tok), end=end)
     schema = compile_schema(reminders.SCHEMA)
     json_c = JsonConstraint(index, schema, eos_id=2, max_tokens=180 - echo.max_tokens, copy_source=kept, prefix=b" ",
                             whole_words=True, disjoint=True)

@@ -39,7 +39,9 @@ class EchoConstraint:
     def __init__(self, pieces: Sequence[Sequence[int]], markers: dict[str, tuple[int, int]], end: Sequence[int]):
         """pieces: the token ids of each pre-token of the request, in order; markers: {key: (open id,
         close id)}; end: the ids written after the copy."""
-        self.pieces = [list(p) for p in pieces if p]
+        self.pieces = [list(p) for p in pieces]
+        if not all(self.pieces):  # spans count pre-tokens: an empty one would shift them
+            raise EchoError("every pre-token of the request has at least one token")
         self.markers = dict(markers)
         ids = [i for pair in self.markers.values() for i in pair]
         if len(set(ids)) != len(ids):

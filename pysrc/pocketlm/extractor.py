@@ -46,7 +46,6 @@ class ReminderExtractor:
                                     f"format {reminders.FORMAT} needs for the key {key!r}: re-export the model "
                                     "(make export MODEL=reminder-extract)")
             self.markers[key] = tuple(found)
-        self.separator = tokenizer.encode(reminders.SEPARATOR)
         JsonConstraint.prepare(self.index)  # the per-tokenizer tables, once, so the first request is fast
         # One KV cache for every request, reset per call. A cache per call leaked in the page: the engine's
         # caches live in JavaScript (2 MB each here) until dropped (make soak: +2 MB per extraction).
@@ -74,20 +73,19 @@ class ReminderExtractor:
         arch, tok = self.manifest.architecture, self.manifest.tokenizer
         max_input = int(self.manifest.prompt.get("max_input_tokens", reminders.MAX_INPUT_TOKENS))
         p = reminders.Request(self.tokenizer, text, max_input)
-        pieces, kept, dropped = p.ids, "".join(p.texts), p.dropped
-        ids = [tok.bos_id] + [t for piece in pieces for t in piece] + self.separator
+        ids = p.prompt(tok.bos_id)
         budget = min(options.max_new_tokens, arch.max_seq_len - len(ids))
         constraint = None
         if response_format is not None:
             schema = self.default_schema if response_format == "default" else compile_schema(response_format)
             written = written_order(schema, self.keys)
             # first the request again with its values marked, then the separator, then the JSON: " {...}"
-            echo = EchoConstraint(pieces, self.markers, end=self.separator)
+            echo = EchoConstraint(p.ids, self.markers, end=p.separator)
 
             def json_constraint(schema, max_tokens):
                 # values are copied whole words (slot values are), which also stops a weak copy mid-word
                 return JsonConstraint(self.index, schema, eos_id=tok.eos_id, max_tokens=max_tokens,
-                                      copy_source=kept if copy_input else None, prefix=b" ", whole_words=True,
+                                      copy_source=p.kept if copy_input else None, prefix=b" ", whole_words=True,
                                       disjoint=True)
 
             try:  # the budget is checked before any work: the longest marked copy, then the JSON
@@ -117,15 +115,8 @@ class ReminderExtractor:
         result.text = result.text.rsplit(reminders.SEPARATOR, 1)[-1].lstrip(" ")
         if constraint is not None and written is not schema and result.stop_reason == "eos":
             result.text = in_schema_order(result.text, schema)
-        result.stats["truncated_tokens"] = dropped
+        result.stats["truncated_tokens"] = p.dropped
         return result
-
-    def marked(self, token_ids: list[int]) -> str:
-        """The marked copy in a result's tokens, as text with its markers:
-        'remind me<time> at 7pm</time> to<reminder> walk the dog</reminder>'."""
-        text = self.tokenizer.decode(token_ids, skip_special_tokens=False)
-        return text.split(reminders.SEPARATOR, 1)[0]
-
 
 def follow_marks(schema: ObjectSchema, marked: dict[str, str]) -> ObjectSchema:
     """`schema` with each string property the model marked in its copy of the request fixed to the marked

@@ -107,18 +107,18 @@ class Request:
             self.texts.append(text[at - len(piece):at])
             self.views.append(piece)
             self.ids.append(ids)
+        self.kept = "".join(self.texts)  # the part of the request the model reads, in the request's case
+        self.separator = tokenizer.encode(SEPARATOR)
 
-
-def request_pieces(tokenizer, text: str, *, max_input_tokens: int = MAX_INPUT_TOKENS):
-    """(token ids of each kept pre-token of the request, the kept text, tokens dropped by the context policy)."""
-    p = Request(tokenizer, text, max_input_tokens)
-    return p.ids, "".join(p.texts), p.dropped
+    def prompt(self, bos_id: int) -> list[int]:
+        """The ids of `<bos> request SEPARATOR`."""
+        return [bos_id] + [t for ids in self.ids for t in ids] + self.separator
 
 
 def prompt_ids(tokenizer, text: str, *, bos_id: int, max_input_tokens: int = MAX_INPUT_TOKENS) -> tuple[list[int], int]:
     """(ids of `<bos> request SEPARATOR`, tokens of the request dropped by the context policy)."""
-    pieces, _, dropped = request_pieces(tokenizer, text, max_input_tokens=max_input_tokens)
-    return [bos_id] + [t for ids in pieces for t in ids] + tokenizer.encode(SEPARATOR), dropped
+    r = Request(tokenizer, text, max_input_tokens)
+    return r.prompt(bos_id), r.dropped
 
 
 def value_pieces(texts: list[str], row: dict, keys=KEYS) -> dict[str, tuple[int, int]] | None:
@@ -153,6 +153,21 @@ def value_pieces(texts: list[str], row: dict, keys=KEYS) -> dict[str, tuple[int,
     return out
 
 
+def with_marks(pieces: list, places: dict[str, tuple[int, int]], marks: dict[str, tuple]) -> list:
+    """The pieces with each key's (open, close) marks around its place: the one layout of the marked copy,
+    for its text (marked_text) and its token ids (training_ids).
+
+    >>> with_marks(["a", "b", "c"], {"time": (1, 3)}, {"time": ("<", ">")})
+    ['a', '<', 'b', 'c', '>']
+    """
+    out = []
+    for i, piece in enumerate(pieces):
+        out += [marks[k][0] for k, (first, _) in places.items() if first == i]
+        out.append(piece)
+        out += [marks[k][1] for k, (_, last) in places.items() if last - 1 == i]
+    return out
+
+
 def marked_text(text: str, row: dict, keys=KEYS) -> str | None:
     """The marked copy of `text` for the values of `row`, as text (what the model writes, decoded: its
     model_view); None when the row cannot be written (value_pieces)."""
@@ -162,30 +177,23 @@ def marked_text(text: str, row: dict, keys=KEYS) -> str | None:
     places = value_pieces(texts, {key: row.get(key) and model_view(row[key]) for key in keys}, keys)
     if places is None:
         return None
-    opens = {first: key for key, (first, _) in places.items()}
-    closes = {last - 1: key for key, (_, last) in places.items()}
-    return "".join((markers(opens[i])[0] if i in opens else "") + t + (markers(closes[i])[1] if i in closes else "")
-                   for i, t in enumerate(texts))
+    return "".join(with_marks(texts, places, {key: markers(key) for key in places}))
 
 
 def training_ids(tokenizer, row: dict, *, bos_id: int, eos_id: int, keys=KEYS) -> tuple[list[int], int] | None:
     """(ids of one training example, index of its first target token), or None when the row's values
     cannot be marked in the request as the model reads it (value_pieces)."""
     p = Request(tokenizer, row["text"], MAX_INPUT_TOKENS)
-    head = [bos_id] + [t for ids in p.ids for t in ids] + tokenizer.encode(SEPARATOR)
+    head = p.prompt(bos_id)
     row = {key: row.get(key) and model_view(row[key]) for key in keys}  # as the model reads them
     places = value_pieces(p.views, row, keys)
     if places is None:
         return None
-    mark = {key: [tokenizer.token_to_id(m) for m in markers(key)] for key in places}
-    if any(m is None for ids in mark.values() for m in ids):
+    mark = {key: tuple([tokenizer.token_to_id(m)] for m in markers(key)) for key in places}
+    if any(ids == [None] for pair in mark.values() for ids in pair):
         raise ValueError(f"the tokenizer has no marker tokens {marker_tokens(keys)}: train it with them as special tokens")
-    echo = []
-    for i, ids in enumerate(p.ids):
-        echo += [mark[k][0] for k, (first, _) in places.items() if first == i]
-        echo += ids
-        echo += [mark[k][1] for k, (_, last) in places.items() if last - 1 == i]
-    return head + echo + tokenizer.encode(SEPARATOR) + tokenizer.encode(" " + target_text(row, keys)) + [eos_id], len(head)
+    echo = [t for ids in with_marks(p.ids, places, mark) for t in ids]
+    return head + echo + p.separator + tokenizer.encode(" " + target_text(row, keys)) + [eos_id], len(head)
 
 
 # ---- scoring (the eval's definitions) ----
