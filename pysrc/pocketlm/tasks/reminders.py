@@ -87,7 +87,7 @@ class Request:
 
     >>> class Tok:  # pre-tokens of two characters, a token per character
     ...     def pre_tokenize(self, text, split_special_tokens): return [text[i:i + 2] for i in range(0, len(text), 2)]
-    ...     def encode(self, piece, split_special_tokens): return list(piece.encode())
+    ...     def encode(self, piece, split_special_tokens=False): return list(piece.encode())
     >>> r = Request(Tok(), "AbCde", 4)
     >>> r.texts, r.views, r.ids, r.dropped
     (['Ab', 'Cd'], ['ab', 'cd'], [[97, 98], [99, 100]], 1)
