@@ -1,5 +1,6 @@
 """reminder-extract's marked copy ("reminders-v2"): the format (pocketlm.tasks.reminders) and its
-constraint (pocketlm.echo_constraint), alone and followed by the JSON's (ThenConstraint).
+constraint (pocketlm.echo_constraint), alone and followed by the JSON's (decoded by pocketlm.copy_search,
+then the generate loop, as the extractor does).
 
 A tokenizer with the marker special tokens is trained here on a few requests (export.tokenizer_train);
 the constraint is driven by random and adversarial logits: whatever the model prefers, the output is
@@ -16,7 +17,8 @@ import pytest
 
 from export.tokenizer_train import save_tokenizer, train_tokenizer
 from pocketlm.constraints import TokenBytesIndex
-from pocketlm.echo_constraint import EchoConstraint, EchoError, ThenConstraint
+from pocketlm.copy_search import marked_copy
+from pocketlm.echo_constraint import EchoConstraint, EchoError
 from pocketlm.generate import generate
 from pocketlm.json_constraint import JsonConstraint
 from pocketlm.json_schema import compile_schema
@@ -172,26 +174,41 @@ def test_training_ids_are_the_prompt_the_marked_copy_and_the_json(tok):
     assert reminders.training_ids(tok, {**row, "time": "7p"}, bos_id=1, eos_id=2) is None  # ends inside "pm"
 
 
+class IdsCache(list):
+    """A cache reduced to the ids fed (length and truncate, as the backends' caches)."""
+    length = property(len)
+
+    def truncate(self, n):
+        del self[n:]
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_the_marked_copy_then_json_always_gives_valid_json_copied_from_the_request(tok, seed):
-    """The whole constrained output through the generate loop, with random logits and sampling."""
+    """The whole constrained output, the copy (searched when greedy) then the JSON through the generate
+    loop, with random logits: sampled for even seeds, greedy for odd ones."""
     rng = random.Random(seed)
     text = REQUESTS[seed % len(REQUESTS)]
     r, end, echo = start(tok, text)
-    pieces, kept = r.ids, r.kept
     index = TokenBytesIndex.from_tokenizer(tok)
     schema = compile_schema(reminders.SCHEMA)
-    json_c = JsonConstraint(index, schema, eos_id=2, max_tokens=180 - echo.max_tokens, copy_source=kept, prefix=b" ",
-                            whole_words=True, disjoint=True)
-    chain = ThenConstraint(echo, json_c)
+    options = SamplingOptions(max_new_tokens=180, temperature=1.0 if seed % 2 == 0 else 0.0, seed=seed)
 
     async def forward(ids, cache):  # a model with random preferences
+        cache.extend(ids)
         return [rng.gauss(0.0, 3.0) for _ in range(tok.vocab_size)]
 
-    result = asyncio.run(generate(forward, None, [1], SamplingOptions(max_new_tokens=180, temperature=1.0, seed=seed),
-                                  eos_id=2, decode_bytes=tok.decode_bytes, constraint=chain))
+    async def run():
+        cache = IdsCache()
+        copy = await marked_copy(forward, cache, [1], lambda: start(tok, text)[2], flips=2, options=options)
+        assert cache == [1] + copy.tokens[:-1]
+        json_c = JsonConstraint(index, schema, eos_id=2, max_tokens=180 - len(copy.tokens), copy_source=r.kept,
+                                prefix=b" ", whole_words=True, disjoint=True)
+        return copy, await generate(forward, cache, copy.tokens[-1:], options, eos_id=2, start_pos=cache.length,
+                                    decode_bytes=tok.decode_bytes, constraint=json_c)
+
+    copy, result = asyncio.run(run())
     assert result.stop_reason == "eos"
-    check_marked_copy(tok, result.token_ids[:chain.switched_at], pieces, end)
-    obj = json.loads(result.text.rsplit(reminders.SEPARATOR, 1)[-1])
+    check_marked_copy(tok, copy.tokens, r.ids, end)
+    obj = json.loads(result.text)
     assert list(obj) == list(reminders.KEYS)
-    assert all(v is None or (v and v in kept) for v in obj.values())
+    assert all(v is None or (v and v in r.kept) for v in obj.values())

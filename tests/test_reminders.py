@@ -227,3 +227,97 @@ def test_a_tokenizer_without_the_marker_tokens_is_refused_by_name(quick_model):
     sql_tokenizer = Tokenizer.from_file(Path(ROOT) / "web" / "models" / "sql-autocomplete" / "tokenizer.json")
     with pytest.raises(ManifestError, match=r"no special tokens \['<reminder>', '</reminder>'\].*re-export"):
         ReminderExtractor(load_manifest(str(quick_model)), sql_tokenizer, backend=None)
+
+
+def _release_extractor():
+    import os
+
+    from pocketlm.extractor import ReminderExtractor
+    from pocketlm.manifest import load_manifest
+    from pocketlm.native import NativeModel
+    from pocketlm.tokenizer import Tokenizer
+
+    folder = os.path.join(ROOT, "web", "models", "reminder-extract")
+    backend = NativeModel(folder, variant="fp32")
+    tokenizer = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+    return ReminderExtractor(load_manifest(folder), tokenizer, backend), backend, tokenizer
+
+
+SEARCH_TEXTS = ["Remind me to let the dog in in 15 minutes", "remind me to order shoes from Payless.com.",
+                "Set a reminder to have lunch with Cristina on Frida at 12pm.", "remind me at 7pm to walk the dog",
+                "Remind me that I need to leave by 4.", "vet reminders for both dog and cat for october"]
+
+
+def test_the_search_keeps_a_copy_at_least_as_likely_and_leaves_the_cache_as_if_decoded_alone():
+    """With the release model: the kept marked copy is never less likely than the greedy one (scored from
+    scratch), and after the search and the JSON the extractor's KV cache holds exactly what one plain
+    run over the same tokens would (the search's truncations and re-feeds leave no trace)."""
+    import asyncio
+
+    import numpy as np
+
+    extractor, backend, tokenizer = _release_extractor()
+    sep = tokenizer.encode(reminders.SEPARATOR)
+
+    def copy_of(ids, start):  # the marked copy: up to the first separator after the prompt
+        i = next(i for i in range(start, len(ids)) if ids[i:i + len(sep)] == sep)
+        return ids[:i + len(sep)]
+
+    def log_prob(ids, start):
+        logits = backend.forward_all(ids, backend.new_cache()).astype(np.float64)
+        top = logits.max(-1, keepdims=True)
+        lsm = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+        return float(sum(lsm[i - 1, ids[i]] for i in range(start, len(ids))))
+
+    tried = 0
+    for text in SEARCH_TEXTS:
+        prompt = reminders.Request(tokenizer, text, reminders.MAX_INPUT_TOKENS).prompt(1)
+        greedy = asyncio.run(extractor.extract(text, flips=0))
+        searched = asyncio.run(extractor.extract(text))
+        assert greedy.stats["copies_tried"] == 1
+        tried += searched.stats["copies_tried"] > 1
+        kept, plain = copy_of(prompt + searched.token_ids, len(prompt)), copy_of(prompt + greedy.token_ids, len(prompt))
+        assert log_prob(kept, len(prompt)) >= log_prob(plain, len(prompt)) - 1e-4
+        ids = prompt + searched.token_ids[:-1]  # the last token (<eos>) is never fed
+        fresh = backend.new_cache()
+        backend.forward_all(ids, fresh)
+        cache = extractor._cache
+        assert cache.length == len(ids)
+        for layer in range(len(cache.keys)):
+            assert np.allclose(cache.keys[layer][:, :, :len(ids)], fresh.keys[layer][:, :, :len(ids)], atol=1e-4)
+            assert np.allclose(cache.values[layer][:, :, :len(ids)], fresh.values[layer][:, :, :len(ids)], atol=1e-4)
+    assert tried >= 2  # these requests have uncertain marks: the search ran
+
+
+def test_eval_flips_option_is_reported_and_checked(quick_model, rows, tmp_path):
+    data = tmp_path / "dev.jsonl"
+    write_jsonl(data, rows[:4])
+    proc = cli("eval", "reminders", "--model", str(quick_model), "--data", str(data), "--quiet", "--flips", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["flips"] == 0
+    proc = cli("eval", "reminders", "--model", str(quick_model), "--data", str(data), "--flips", "-1")
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: --flips must be 0 (plain greedy) or more, got -1"
+
+
+def test_the_session_takes_flips_and_streams_the_kept_copy_then_the_json():
+    """`flips` is an option of generate in the Python session (and so the page's API): 0 is plain greedy;
+    a bad value is refused by name. Streamed text is the kept marked copy, the separator, then the JSON."""
+    import asyncio
+
+    from pocketlm.sampler import SamplingError
+    from pocketlm.session import ModelSession
+
+    extractor, backend, tokenizer = _release_extractor()
+    session = ModelSession(extractor.manifest, tokenizer, backend)
+    text = SEARCH_TEXTS[0]
+    seen = []
+    out = asyncio.run(session.generate(text, on_token=lambda t, d: seen.append((t, d))))
+    plain = asyncio.run(session.generate(text, {"flips": 0}))
+    assert plain["stats"]["copies_tried"] == 1 and out["stats"]["copies_tried"] >= 1
+    assert [t for t, _ in seen] == out["token_ids"][:-1]  # every token but <eos>, which has no text
+    streamed = "".join(d for _, d in seen)
+    assert streamed.endswith(reminders.SEPARATOR + " " + out["text"])
+    assert streamed == tokenizer.decode_bytes(out["token_ids"]).decode()  # the markers have no text of their own
+    for bad in (-1, True, 1.5):
+        with pytest.raises(SamplingError, match=r"flips must be an integer >= 0"):
+            asyncio.run(session.generate(text, {"flips": bad}))

@@ -11,6 +11,7 @@ PURE = [
     "pocketlm.native", "pocketlm.browser", "pocketlm.__main__", "pocketlm.session", "pocketlm.json_constraint",
     "pocketlm.json_schema", "pocketlm.tasks.text", "pocketlm.tokenizer_spm",
     "pocketlm.extractor", "pocketlm.tasks.reminders", "pocketlm.evals.reminders", "pocketlm.evals.rows",
+    "pocketlm.echo_constraint", "pocketlm.copy_search",
 ]
 
 PROBE = """

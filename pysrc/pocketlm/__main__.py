@@ -11,6 +11,8 @@ import json
 import os
 import sys
 
+from .copy_search import FLIPS
+
 
 def _load(model_dir: str, variant: str | None, threads: int):
     from .manifest import ManifestError
@@ -110,7 +112,11 @@ def cmd_eval_reminders(args) -> int:
 
     model, tokenizer, rows = _eval_inputs(args, rem_eval.read_reminder_rows)
     extractor = ReminderExtractor(model.manifest, tokenizer, model)
-    report = asyncio.run(rem_eval.evaluate(extractor, rows, progress=None if args.quiet else print_progress))
+    if args.flips is not None and args.flips < 0:
+        raise ValueError(f"--flips must be 0 (plain greedy) or more, got {args.flips}")
+    flips = FLIPS if args.flips is None else args.flips
+    report = asyncio.run(rem_eval.evaluate(extractor, rows, progress=None if args.quiet else print_progress,
+                                           flips=flips))
     report["variant"] = args.variant or model.manifest.default_variant
     print(json.dumps(report))
     return 0
@@ -192,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--no-finish-names", action="store_true",
                    help="measure the model alone: do not finish half-typed words with schema names")
+    e.add_argument("--flips", type=int, default=None,
+                   help="reminders: uncertain marks the constrained decoding looks at again (pocketlm.copy_search; "
+                        "default %d, 0 = plain greedy)" % FLIPS)
     e.set_defaults(func=cmd_eval)
     return parser
 

@@ -9,8 +9,8 @@
 - after the last pre-token, the open value's close marker, then the `end` tokens (the separator).
 
 So values are runs of whole pre-tokens, each key at most once, never nested or overlapping, and the
-copy is always complete. Then `done` is true and `ThenConstraint` hands over to the next constraint
-(the JSON's).
+copy is always complete. Then `done` is true and the next phase (the JSON's constraint) takes over;
+pocketlm.copy_search decodes the copy.
 
 >>> c = EchoConstraint([[10], [11, 12]], {"time": (90, 91)}, end=[5])
 >>> c.allowed()
@@ -94,41 +94,3 @@ class EchoConstraint:
             if self._token == len(self.pieces[self._piece]):
                 self._piece, self._token = self._piece + 1, 0
 
-
-class ThenConstraint:
-    """`first` until it is done, then `second` (whose optional `narrow` is used from then on).
-    `second` may be a function of `first`, called when `first` is done (the JSON that follows the marks).
-
-    >>> class Once:
-    ...     def __init__(self, t): self.t, self.done = t, False
-    ...     def allowed(self): return [self.t]
-    ...     def advance(self, t): self.done = True
-    >>> c = ThenConstraint(Once(7), lambda first: Once(first.t + 1))
-    >>> c.allowed(); c.advance(7); c.allowed(), c.switched_at
-    [7]
-    ([8], 1)
-    """
-
-    def __init__(self, first, second):
-        self.first, self.second = first, second
-        self.switched_at: int | None = None  # tokens advanced before `second` took over
-        self._count = 0
-        self._current = first
-        self._switch()
-
-    def _switch(self) -> None:
-        if self._current is self.first and self.first.done:
-            self._current = self.second(self.first) if callable(self.second) else self.second
-            self.switched_at = self._count
-
-    def allowed(self):
-        return self._current.allowed()
-
-    def narrow(self, logits, allowed):
-        narrow = getattr(self._current, "narrow", None)
-        return allowed if narrow is None else narrow(logits, allowed)
-
-    def advance(self, token_id: int) -> None:
-        self._current.advance(token_id)
-        self._count += 1
-        self._switch()

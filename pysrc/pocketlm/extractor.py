@@ -12,12 +12,15 @@ on); the constraint follows that order, and the result is the object in the sche
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
+import time
 from typing import Any, Callable
 
 from .constraints import TokenBytesIndex
-from .echo_constraint import EchoConstraint, ThenConstraint
+from .copy_search import FLIPS, marked_copy
+from .echo_constraint import EchoConstraint
 from .generate import GenerateResult, generate
 from .json_constraint import JsonConstraint
 from .json_schema import ObjectSchema, Property, SchemaError, compile_schema
@@ -63,6 +66,7 @@ class ReminderExtractor:
         copy_input: bool = True,
         on_token: Callable[[int, str], Any] | None = None,
         cancelled: Callable[[], bool] | None = None,
+        flips: int = FLIPS,
     ) -> GenerateResult:
         """Generate the JSON for `text`. response_format: a JSON schema (the supported subset, see
         pocketlm.json_constraint), "default" (the task's schema) or None (no constraint at all).
@@ -75,48 +79,79 @@ class ReminderExtractor:
         p = reminders.Request(self.tokenizer, text, max_input)
         ids = p.prompt(tok.bos_id)
         budget = min(options.max_new_tokens, arch.max_seq_len - len(ids))
-        constraint = None
-        if response_format is not None:
-            schema = self.default_schema if response_format == "default" else compile_schema(response_format)
-            written = written_order(schema, self.keys)
-            # first the request again with its values marked, then the separator, then the JSON: " {...}"
-            echo = EchoConstraint(p.ids, self.markers, end=p.separator)
-
-            def json_constraint(schema, max_tokens):
-                # values are copied whole words (slot values are), which also stops a weak copy mid-word
-                return JsonConstraint(self.index, schema, eos_id=tok.eos_id, max_tokens=max_tokens,
-                                      copy_source=p.kept if copy_input else None, prefix=b" ", whole_words=True,
-                                      disjoint=True)
-
-            try:  # the budget is checked before any work: the longest marked copy, then the JSON
-                free = json_constraint(written, budget - echo.max_tokens)
-            except SchemaError as e:
-                raise SchemaError(f"max_new_tokens={budget} cannot hold the marked copy of the request "
-                                  f"({echo.max_tokens} tokens) and the shortest valid output ({e}); "
-                                  "raise max_new_tokens") from None
-
-            def then_json(done: EchoConstraint):
-                """The JSON, its values those the model marked (follow_marks); unrestricted if those cannot
-                fit the tokens left (every byte counted as a token, as the constraint does)."""
-                marked = {key: "".join(p.texts[first:last]).strip() for key, (first, last) in done.spans.items()}
-                try:
-                    return json_constraint(follow_marks(written, marked), budget - echo.used)
-                except SchemaError:
-                    return free
-
-            constraint = ThenConstraint(echo, then_json)
         self._cache.truncate(0)
-        result = await generate(
-            self.backend.forward, self._cache, ids, options, eos_id=tok.eos_id, decode_bytes=self.tokenizer.decode_bytes,
-            max_seq_len=len(ids) + budget, constraint=constraint, on_token=on_token, cancelled=cancelled,
-        )
+        if response_format is None:  # no constraint at all: the model writes what it likes
+            result = await generate(
+                self.backend.forward, self._cache, ids, options, eos_id=tok.eos_id,
+                decode_bytes=self.tokenizer.decode_bytes, max_seq_len=len(ids) + budget, on_token=on_token,
+                cancelled=cancelled)
+            return self._finish(result, p)
+        schema = self.default_schema if response_format == "default" else compile_schema(response_format)
+        written = written_order(schema, self.keys)
+
+        def make_echo() -> EchoConstraint:
+            """The first phase: the request again with its values marked, then the separator."""
+            return EchoConstraint(p.ids, self.markers, end=p.separator)
+
+        def json_constraint(schema, max_tokens):
+            # then the JSON, " {...}"; values are copied whole words (slot values are), which also stops a
+            # weak copy mid-word
+            return JsonConstraint(self.index, schema, eos_id=tok.eos_id, max_tokens=max_tokens,
+                                  copy_source=p.kept if copy_input else None, prefix=b" ", whole_words=True,
+                                  disjoint=True)
+
+        longest_copy = make_echo().max_tokens
+        try:  # the budget is checked before any work: the longest marked copy, then the JSON
+            free = json_constraint(written, budget - longest_copy)
+        except SchemaError as e:
+            raise SchemaError(f"max_new_tokens={budget} cannot hold the marked copy of the request "
+                              f"({longest_copy} tokens) and the shortest valid output ({e}); "
+                              "raise max_new_tokens") from None
+        t0 = time.perf_counter()
+        copy = await marked_copy(self.backend.forward, self._cache, ids, make_echo, flips=flips, options=options,
+                                 cancelled=cancelled)
+        if on_token is not None:
+            self._stream(copy.tokens, on_token)
+        if copy.stop_reason == "cancelled":
+            result = GenerateResult("", copy.tokens, "cancelled", {})
+        else:
+            # the JSON, its values those the model marked (follow_marks); unrestricted if those cannot fit
+            # the tokens left (every byte counted as a token, as the constraint does)
+            marked = {key: "".join(p.texts[first:last]).strip() for key, (first, last) in copy.echo.spans.items()}
+            left = budget - len(copy.tokens)
+            try:
+                constraint = json_constraint(follow_marks(written, marked), left)
+            except SchemaError:
+                constraint = free
+            result = await generate(
+                self.backend.forward, self._cache, copy.tokens[-1:], dataclasses.replace(options, max_new_tokens=left),
+                eos_id=tok.eos_id, decode_bytes=self.tokenizer.decode_bytes, start_pos=self._cache.length,
+                max_seq_len=len(ids) + budget, constraint=constraint, on_token=on_token, cancelled=cancelled)
+            result.token_ids = copy.tokens + result.token_ids
+            if written is not schema and result.stop_reason == "eos":
+                result.text = in_schema_order(result.text.lstrip(" "), schema)
+        # timings of the whole extraction: the prompt's forward pass, then every token run (the search's too)
+        total_ms = (time.perf_counter() - t0) * 1000.0
+        decode_ms = total_ms - copy.prefill_ms
+        run = len(result.token_ids) + copy.search_tokens - 1
+        result.stats = {"prefill_ms": copy.prefill_ms, "decode_ms": decode_ms, "total_ms": total_ms,
+                        "tokens_per_s": run / (decode_ms / 1000.0) if decode_ms > 0 and run > 0 else 0.0,
+                        "copies_tried": copy.tried, "search_tokens": copy.search_tokens}
+        return self._finish(result, p)
+
+    def _finish(self, result: GenerateResult, p: reminders.Request) -> GenerateResult:
         # the text after the last separator is the JSON (a JSON text has no raw newline, so a separator
         # typed in the request, copied before it, cannot be the last)
         result.text = result.text.rsplit(reminders.SEPARATOR, 1)[-1].lstrip(" ")
-        if constraint is not None and written is not schema and result.stop_reason == "eos":
-            result.text = in_schema_order(result.text, schema)
         result.stats["truncated_tokens"] = p.dropped
         return result
+
+    def _stream(self, tokens: list[int], on_token: Callable[[int, str], Any]) -> None:
+        """on_token for the kept marked copy, once it is chosen (complete UTF-8 characters only)."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for token in tokens:
+            on_token(token, decoder.decode(self.tokenizer.decode_bytes([token])))
+
 
 def follow_marks(schema: ObjectSchema, marked: dict[str, str]) -> ObjectSchema:
     """`schema` with each string property the model marked in its copy of the request fixed to the marked

@@ -21,7 +21,7 @@ from .sampler import SamplingError, SamplingOptions
 from .tokenizer import Tokenizer
 
 # Options that are the task's inputs rather than sampling settings, per manifest.task.
-TASK_INPUTS = {"sql": ("schema",), "reminders": ("response_format", "copy_input"), "text": ("ignore_eos",)}
+TASK_INPUTS = {"sql": ("schema",), "reminders": ("response_format", "copy_input", "flips"), "text": ("ignore_eos",)}
 
 
 def option_names(task: str) -> set[str]:
@@ -101,6 +101,8 @@ class ModelSession:
                 raise SamplingError(f"response_format must be a JSON schema object, 'default' or 'none', got {value!r}")
             if key in ("copy_input", "ignore_eos") and not isinstance(value, bool):
                 raise SamplingError(f"{key} must be true or false, got {value!r}")
+            if key == "flips" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise SamplingError(f"flips must be an integer >= 0 (0 = plain greedy), got {value!r}")
         return SamplingOptions.from_dict(self.manifest.sampling, **options), inputs
 
     async def warm_up(self, cancelled: Callable[[], bool] | None = None, tokens: int = 8) -> bool:
@@ -126,7 +128,8 @@ class ModelSession:
         reminder-extract: `prompt` is the request; result["text"] is the JSON text and result["json"]
         the parsed object (None if unconstrained output does not parse). options["response_format"]:
         a JSON schema (the subset in pocketlm.json_constraint), "default" (the task's) or "none";
-        options["copy_input"] (default true): string values must be copied from the request.
+        options["copy_input"] (default true): string values must be copied from the request;
+        options["flips"] (default pocketlm.copy_search.FLIPS): uncertain marks looked at again, 0 = plain greedy.
         text (pocketlm.tasks.text): `prompt` is the text to continue; result["text"] the continuation;
         options["ignore_eos"] (default false): do not stop at <eos> (benchmarks: a fixed token count)."""
         if not isinstance(prompt, str):
@@ -139,7 +142,8 @@ class ModelSession:
             fmt = inputs.get("response_format") or "default"
             result = await self.runner.extract(prompt, sampling, response_format=None if fmt == "none" else fmt,
                                                copy_input=inputs.get("copy_input", True) is not False,
-                                               on_token=on_token, cancelled=cancelled)
+                                               on_token=on_token, cancelled=cancelled,
+                                               **({"flips": inputs["flips"]} if inputs.get("flips") is not None else {}))
             extra["json"] = parse_json(result.text)
         elif self.manifest.task == "text":
             result = await self.runner.generate(prompt, sampling, ignore_eos=inputs.get("ignore_eos") is True,

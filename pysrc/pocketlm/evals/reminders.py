@@ -73,18 +73,22 @@ def source_of(row: dict) -> str:
     return str(row.get("source", "unknown")).split("_")[0]
 
 
-async def evaluate(extractor, rows: list[dict], progress=None) -> dict[str, Any]:
-    """Extract every row with and without the constraint; return the report (a JSON-able dict)."""
+async def evaluate(extractor, rows: list[dict], progress=None, flips: int | None = None) -> dict[str, Any]:
+    """Extract every row with and without the constraint; return the report (a JSON-able dict).
+    flips: the constrained decoding's second looks at uncertain marks (pocketlm.copy_search; None = its default)."""
     per_mode: dict[str, list[dict]] = {"constrained": [], "unconstrained": []}
     options = extractor.options()
     for i, row in enumerate(rows):
         for mode in per_mode:
+            search = {} if flips is None or mode == "unconstrained" else {"flips": flips}
             result = await extractor.extract(row["text"], options,
-                                             response_format="default" if mode == "constrained" else None)
+                                             response_format="default" if mode == "constrained" else None, **search)
             per_mode[mode].append(score_row(row, validated(result.text)))
         if progress is not None:
             progress(i + 1, len(rows))
     report: dict[str, Any] = {"n": len(rows)}
+    if flips is not None:
+        report["flips"] = flips
     for mode, hits in per_mode.items():
         report[mode] = summarize(hits)
         sources = sorted({source_of(r) for r in rows})
