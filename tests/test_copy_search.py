@@ -2,8 +2,8 @@
 
 A deterministic toy model (its logits a seeded function of every id fed so far) drives the search, and a
 reference scorer re-runs whole copies from scratch: the kept copy is a marked copy, never less likely
-than the greedy one, the most likely of those tried, and the cache holds exactly the prompt and the kept
-copy but its last token.
+than the greedy one (less the handicap `prefer_flip`), the most likely of those tried, and the cache
+holds exactly the prompt and the kept copy but its last token.
 """
 
 from __future__ import annotations
@@ -77,10 +77,11 @@ def greedy(prompt, pieces, seed) -> list[int]:
     return out
 
 
-def run(seed, flips, max_margin=math.inf, options=None, cancelled=None, calls=None):
+def run(seed, flips, max_margin=math.inf, options=None, cancelled=None, calls=None, prefer_flip=0.0):
     cache, prompt, pieces = IdsCache(), [1, 2], request(seed)
     copy = asyncio.run(marked_copy(toy(seed, calls), cache, prompt, echo_of(pieces), flips=flips,
-                                   max_margin=max_margin, options=options, cancelled=cancelled))
+                                   max_margin=max_margin, prefer_flip=prefer_flip, options=options,
+                                   cancelled=cancelled))
     return cache, prompt, pieces, copy
 
 
@@ -99,15 +100,15 @@ def test_without_flips_the_copy_is_the_greedy_one(seed):
 
 
 @pytest.mark.parametrize("seed", range(60))
-@pytest.mark.parametrize("flips", [1, 3])
-def test_the_kept_copy_is_a_marked_copy_never_less_likely_than_greedy(seed, flips):
-    cache, prompt, pieces, copy = run(seed, flips)
+@pytest.mark.parametrize("flips, prefer_flip", [(1, 0.0), (3, 0.0), (3, 0.25)])
+def test_the_kept_copy_is_a_marked_copy_never_less_likely_than_greedy(seed, flips, prefer_flip):
+    cache, prompt, pieces, copy = run(seed, flips, prefer_flip=prefer_flip)
     reference = greedy(prompt, pieces, seed)
     echo = echo_of(pieces)()
     for t in copy.tokens:  # raises if the copy is not one the constraint allows
         echo.advance(t)
     assert echo.done and echo.spans == copy.echo.spans
-    assert log_prob(prompt, copy.tokens, seed) >= log_prob(prompt, reference, seed) - 1e-9
+    assert log_prob(prompt, copy.tokens, seed) >= log_prob(prompt, reference, seed) - prefer_flip - 1e-9
     assert cache == prompt + copy.tokens[:-1]  # what the next phase continues from
     assert copy.tried <= 1 + flips
 
@@ -126,10 +127,11 @@ def test_the_search_finds_more_likely_copies_and_costs_tokens():
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_the_kept_copy_is_the_most_likely_of_those_tried(seed):
+@pytest.mark.parametrize("prefer_flip", [0.0, 0.25, 1.0])
+def test_the_kept_copy_is_the_most_likely_of_those_tried(seed, prefer_flip):
     """Every copy tried is a flip of one greedy decision continued greedily: rebuild them all (flips=99)
-    with the reference and check the kept one scores best."""
-    _, prompt, pieces, copy = run(seed, flips=99)
+    with the reference and check the kept one scores best, the greedy one handicapped by prefer_flip."""
+    _, prompt, pieces, copy = run(seed, flips=99, prefer_flip=prefer_flip)
     base = greedy(prompt, pieces, seed)
     tried = [base]
     echo = echo_of(pieces)()
@@ -150,8 +152,8 @@ def test_the_kept_copy_is_the_most_likely_of_those_tried(seed):
             tried.append(alt)
         echo.advance(t)
     assert copy.tried == len(tried)
-    best = max(log_prob(prompt, c, seed) for c in tried)
-    assert log_prob(prompt, copy.tokens, seed) == pytest.approx(best)
+    scores = [log_prob(prompt, c, seed) - (prefer_flip if i == 0 else 0.0) for i, c in enumerate(tried)]
+    assert copy.tokens == tried[scores.index(max(scores))]
 
 
 def test_max_margin_leaves_confident_decisions_alone():
