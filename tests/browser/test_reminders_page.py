@@ -1,5 +1,6 @@
 """The reminders panel and `generate` for reminder-extract in the page: the JSON equals the native
-`python -m pocketlm extract` output, token for token; "Add to my list" keeps items in localStorage."""
+`python -m pocketlm extract` output, token for token, the second look at the marks (copy_search)
+included; "Add to my list" keeps items in localStorage."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ MODEL = os.path.join(ROOT, "web", "models", "reminder-extract")
 DOCS = os.path.join(ROOT, "docs")
 UTTERANCES = ["remind me at 7pm to walk the dog", "remind me to take my meds every morning at 8",
               "Set up a reminder to bring Dad to doctors on Wednesday", "what's the weather like", "",
-              'remind me to tell Zoë "happy birthday" 🎂 tomorrow']
+              'remind me to tell Zoë "happy birthday" 🎂 tomorrow', "Remind me to let the dog in in 15 minutes"]
 VARIANTS = ["fp32", "int8"]
 
 
@@ -41,7 +42,8 @@ EXTRACT_ALL = """async ([variants, texts]) => {
     const model = await pocketlm.load("reminder-extract", {variant});
     for (const text of texts) {
       const out = await model.generate(text);
-      rows.push({variant: model.variant, text, token_ids: out.token_ids, json_text: out.text, json: out.json});
+      rows.push({variant: model.variant, text, token_ids: out.token_ids, json_text: out.text, json: out.json,
+                 tried: out.stats.copies_tried});
     }
     model.dispose();
   }
@@ -57,6 +59,8 @@ def test_page_json_equals_the_native_extract(page, page_url, native_outputs):
         expected = native_outputs[(r["variant"], r["text"])]
         assert r["token_ids"] == expected["token_ids"], (r["variant"], r["text"])
         assert r["json_text"] == expected["text"] and r["json"] == json.loads(expected["text"])
+        assert r["tried"] == expected["stats"]["copies_tried"]
+    assert max(r["tried"] for r in rows) > 1  # the search ran in the page too
 
 
 def test_unconstrained_and_custom_schema_options(page, server):
