@@ -23,14 +23,16 @@ from pocketlm.tasks import reminders
 
 
 def read_reminder_rows(path: str) -> list[dict]:
-    """Rows {"text", "reminder", "time", "recurrence"} (the eval's reader and rules); duplicate texts dropped."""
+    """Rows {"text", "reminder", "time", "recurrence"} and "source" where given (the eval's reader and rules,
+    so the held-out split's figures come per source too); duplicate texts dropped."""
     if not os.path.isfile(path):
         raise DataError(f"cannot read training data {path!r}: no such file; set DATA= to the data folder")
     rows, seen = [], set()
     for row in evals_reminders.read_reminder_rows(path):
         if row["text"] not in seen:
             seen.add(row["text"])
-            rows.append({"text": row["text"], **{key: row.get(key) for key in reminders.KEYS}})
+            rows.append({"text": row["text"], **{key: row.get(key) for key in reminders.KEYS},
+                         **({"source": row["source"]} if "source" in row else {})})
     if not rows:
         raise DataError(f"{path} holds no rows")
     return rows
