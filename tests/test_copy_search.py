@@ -188,3 +188,9 @@ def test_cancelled_stops_at_once_with_a_cancelled_result(after):
         assert copy.tokens == full.tokens
     else:
         assert copy.stop_reason == "cancelled"
+
+
+@pytest.mark.parametrize("flips", [-1, True, 1.5, "3"])
+def test_a_bad_flips_value_is_refused_by_name(flips):
+    with pytest.raises(ValueError, match=r"flips must be an integer >= 0 \(0 = plain greedy\), got"):
+        run(0, flips=flips)

@@ -133,6 +133,8 @@ async def marked_copy(forward: Forward, cache: Any, prompt_ids: list[int], make_
                       cancelled: Callable[[], bool] | None = None) -> MarkedCopy:
     """Decode the marked copy after `prompt_ids` (not yet in `cache`); see the module docstring.
     `make_echo()` returns a fresh EchoConstraint of the request."""
+    if isinstance(flips, bool) or not isinstance(flips, int) or flips < 0:
+        raise ValueError(f"flips must be an integer >= 0 (0 = plain greedy), got {flips!r}")
     options = options or SamplingOptions(temperature=0.0)
     sampler = Sampler(options)
     search = options.temperature == 0.0 and flips > 0

@@ -2,7 +2,8 @@
 
 `extract(text)` builds the prompt, generates greedily (by default) and, unless asked not to,
 constrains decoding: the model's marked copy of the request to a marked copy (pocketlm.echo_constraint),
-then the JSON to the response schema (pocketlm.json_constraint): every output parses and validates, and
+decoded with a second look at its least certain marks (pocketlm.copy_search), then the JSON to the
+response schema (pocketlm.json_constraint) by the generate loop: every output parses and validates, and
 every string value is copied from the request text, each from its own place (values never overlap, as
 slot annotations do not). The prompt format is pocketlm.tasks.reminders ("reminders-v2").
 
@@ -71,7 +72,11 @@ class ReminderExtractor:
         """Generate the JSON for `text`. response_format: a JSON schema (the supported subset, see
         pocketlm.json_constraint), "default" (the task's schema) or None (no constraint at all).
 
-        result.text is the JSON text; result.stats["truncated_tokens"] counts input tokens dropped.
+        flips: the marks looked at again when decoding greedily (pocketlm.copy_search; 0 = plain greedy).
+
+        result.text is the JSON text; result.token_ids the kept marked copy, then the JSON's tokens;
+        result.stats["truncated_tokens"] counts input tokens dropped, "copies_tried" and "search_tokens"
+        what the second look cost. A repetition penalty sees each phase's own tokens.
         """
         options = options or self.options()
         arch, tok = self.manifest.architecture, self.manifest.tokenizer
