@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
 
-from .sampler import Sampler, SamplingOptions
+from .sampler import Sampler, SamplingError, SamplingOptions
 
 Forward = Callable[[list[int], Any], Awaitable[Sequence[float]]]
 
@@ -70,6 +70,20 @@ class MarkedCopy:
     tried: int = 1  # copies decoded (1 + flips tried)
     search_tokens: int = 0  # tokens run beyond the kept copy: the copies not kept, and what was fed again
     prefill_ms: float = 0.0  # the prompt's forward pass
+
+
+def checked_flips(flips: int | None) -> int:
+    """`flips` as given (None: the default, FLIPS); anything but an integer >= 0 is refused by name (the
+    one check of the option, for the Python API and the session's, so the page's).
+
+    >>> checked_flips(None), checked_flips(0)
+    (3, 0)
+    """
+    if flips is None:
+        return FLIPS
+    if isinstance(flips, bool) or not isinstance(flips, int) or flips < 0:
+        raise SamplingError(f"flips must be an integer >= 0 (0 = plain greedy), got {flips!r}")
+    return flips
 
 
 def log_sum_exp(values: Sequence[float]) -> float:
@@ -128,13 +142,12 @@ async def _decode(forward: Forward, cache: Any, run: _Run, logits, sampler: Samp
 
 
 async def marked_copy(forward: Forward, cache: Any, prompt_ids: list[int], make_echo: Callable[[], Any], *,
-                      flips: int = FLIPS, max_margin: float = MAX_MARGIN, prefer_flip: float = PREFER_FLIP,
+                      flips: int | None = None, max_margin: float = MAX_MARGIN, prefer_flip: float = PREFER_FLIP,
                       options: SamplingOptions | None = None,
                       cancelled: Callable[[], bool] | None = None) -> MarkedCopy:
     """Decode the marked copy after `prompt_ids` (not yet in `cache`); see the module docstring.
-    `make_echo()` returns a fresh EchoConstraint of the request."""
-    if isinstance(flips, bool) or not isinstance(flips, int) or flips < 0:
-        raise ValueError(f"flips must be an integer >= 0 (0 = plain greedy), got {flips!r}")
+    `make_echo()` returns a fresh EchoConstraint of the request; `flips` None means FLIPS."""
+    flips = checked_flips(flips)
     options = options or SamplingOptions(temperature=0.0)
     sampler = Sampler(options)
     search = options.temperature == 0.0 and flips > 0

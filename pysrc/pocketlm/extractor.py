@@ -20,7 +20,7 @@ import time
 from typing import Any, Callable
 
 from .constraints import TokenBytesIndex
-from .copy_search import FLIPS, marked_copy
+from .copy_search import marked_copy
 from .echo_constraint import EchoConstraint
 from .generate import GenerateResult, generate
 from .json_constraint import JsonConstraint
@@ -67,12 +67,13 @@ class ReminderExtractor:
         copy_input: bool = True,
         on_token: Callable[[int, str], Any] | None = None,
         cancelled: Callable[[], bool] | None = None,
-        flips: int = FLIPS,
+        flips: int | None = None,
     ) -> GenerateResult:
         """Generate the JSON for `text`. response_format: a JSON schema (the supported subset, see
         pocketlm.json_constraint), "default" (the task's schema) or None (no constraint at all).
 
-        flips: the marks looked at again when decoding greedily (pocketlm.copy_search; 0 = plain greedy).
+        flips: the marks looked at again when decoding greedily (pocketlm.copy_search; None = its FLIPS,
+        0 = plain greedy).
 
         result.text is the JSON text; result.token_ids the kept marked copy, then the JSON's tokens;
         result.stats["truncated_tokens"] counts input tokens dropped, "copies_tried" and "search_tokens"

@@ -16,6 +16,7 @@ import json
 from dataclasses import fields
 from typing import Any, Callable
 
+from .copy_search import checked_flips
 from .manifest import Manifest, ManifestError, check_digest, manifest_from_dict
 from .sampler import SamplingError, SamplingOptions
 from .tokenizer import Tokenizer
@@ -101,8 +102,8 @@ class ModelSession:
                 raise SamplingError(f"response_format must be a JSON schema object, 'default' or 'none', got {value!r}")
             if key in ("copy_input", "ignore_eos") and not isinstance(value, bool):
                 raise SamplingError(f"{key} must be true or false, got {value!r}")
-            if key == "flips" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise SamplingError(f"flips must be an integer >= 0 (0 = plain greedy), got {value!r}")
+            if key == "flips":
+                checked_flips(value)
         return SamplingOptions.from_dict(self.manifest.sampling, **options), inputs
 
     async def warm_up(self, cancelled: Callable[[], bool] | None = None, tokens: int = 8) -> bool:
@@ -142,8 +143,7 @@ class ModelSession:
             fmt = inputs.get("response_format") or "default"
             result = await self.runner.extract(prompt, sampling, response_format=None if fmt == "none" else fmt,
                                                copy_input=inputs.get("copy_input", True) is not False,
-                                               on_token=on_token, cancelled=cancelled,
-                                               **({"flips": inputs["flips"]} if inputs.get("flips") is not None else {}))
+                                               on_token=on_token, cancelled=cancelled, flips=inputs.get("flips"))
             extra["json"] = parse_json(result.text)
         elif self.manifest.task == "text":
             result = await self.runner.generate(prompt, sampling, ignore_eos=inputs.get("ignore_eos") is True,

@@ -8,7 +8,9 @@ Each row is extracted twice, with and without constrained decoding, and scored:
   (lower-case, whitespace collapsed, outer punctuation trimmed; null must equal null); an output that
   does not parse counts as wrong;
 - lenient_both: exact_both, but `time` also ignores one leading preposition (at/on/for/by/in);
-- exact_recurrence, over the rows that give a recurrence field.
+- exact_recurrence, over the rows that give a recurrence field;
+- and per mode what it cost: ms_median, ms_p95 (one extraction, on this machine) and tokens_run (the
+  tokens a row ran through the model, the second look's included; pocketlm.copy_search).
 Figures are also given per source (the row's "source" field up to its first "_", e.g. topv2).
 """
 
@@ -77,13 +79,15 @@ async def evaluate(extractor, rows: list[dict], progress=None, flips: int | None
     """Extract every row with and without the constraint; return the report (a JSON-able dict).
     flips: the constrained decoding's second looks at uncertain marks (pocketlm.copy_search; None = its default)."""
     per_mode: dict[str, list[dict]] = {"constrained": [], "unconstrained": []}
+    cost: dict[str, list[tuple[float, int]]] = {mode: [] for mode in per_mode}  # (ms, tokens run) per row
     options = extractor.options()
     for i, row in enumerate(rows):
         for mode in per_mode:
-            search = {} if flips is None or mode == "unconstrained" else {"flips": flips}
             result = await extractor.extract(row["text"], options,
-                                             response_format="default" if mode == "constrained" else None, **search)
+                                             response_format="default" if mode == "constrained" else None, flips=flips)
             per_mode[mode].append(score_row(row, validated(result.text)))
+            cost[mode].append((result.stats.get("total_ms", 0.0),
+                               len(result.token_ids) + int(result.stats.get("search_tokens", 0))))
         if progress is not None:
             progress(i + 1, len(rows))
     report: dict[str, Any] = {"n": len(rows)}
@@ -91,6 +95,10 @@ async def evaluate(extractor, rows: list[dict], progress=None, flips: int | None
         report["flips"] = flips
     for mode, hits in per_mode.items():
         report[mode] = summarize(hits)
+        ms = sorted(c[0] for c in cost[mode])
+        report[mode]["ms_median"] = round(ms[len(ms) // 2], 1)  # one extraction, this machine (a cost, not a score)
+        report[mode]["ms_p95"] = round(ms[min(len(ms) - 1, int(0.95 * len(ms)))], 1)
+        report[mode]["tokens_run"] = round(sum(c[1] for c in cost[mode]) / len(rows), 1)  # per row, the search's too
         sources = sorted({source_of(r) for r in rows})
         if len(sources) > 1:
             report[mode]["by_source"] = {
